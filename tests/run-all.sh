@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Run the test suites and print one closing line "N passed, N failed".
+#   tests/run-all.sh BUILD_DIR [unit|cli|gpu|all]
+# Unit tests: every build/tests/check_* binary (Check prints its own
+# "NN%: Checks: N, Failures: N, Errors: N" summary).
+# CLI tests: every tests/cli/*.sh, run with build/bin first on PATH; each
+# prints "ok"/"FAIL" lines through tests/cli/lib.sh.
+# GPU tests: every build/tests/gpu_* binary (make check-gpu).
+set -u
+B=${1:-build}
+what=${2:-all}
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top" || exit 2
+B=$(cd "$B" && pwd)
+export PATH="$B/bin:$PATH" GPT_TOP="$top" GPT_BUILD="$B"
+passed=0 failed=0 failures=()
+
+run_unit() {
+	local t out
+	for t in "$B"/tests/check_*; do
+		[ -x "$t" ] || continue
+		out=$("$t" 2>&1); rc=$?
+		printf '%s\n' "$out" | grep -E '^[0-9]+%: Checks|^[^:]+:[0-9]+:[EF]:' | sed "s|^|$(basename "$t"): |"
+		local n f e
+		n=$(printf '%s\n' "$out" | sed -n 's/.*Checks: \([0-9]*\), Failures: \([0-9]*\), Errors: \([0-9]*\).*/\1 \2 \3/p' | tail -1)
+		if [ -z "$n" ]; then
+			printf '%s\n' "$out" | tail -20
+			failed=$((failed + 1)); failures+=("$(basename "$t") (crashed, rc=$rc)")
+			continue
+		fi
+		set -- $n
+		passed=$((passed + $1 - $2 - $3)); failed=$((failed + $2 + $3))
+		[ $rc -eq 0 ] && [ $(($2 + $3)) -eq 0 ] || failures+=("$(basename "$t")")
+	done
+}
+
+run_cli() {
+	local t out rc p f
+	for t in tests/cli/*.sh; do
+		[ "$(basename "$t")" = lib.sh ] && continue
+		out=$(bash "$t" 2>&1); rc=$?
+		p=$(printf '%s\n' "$out" | grep -c '^ok ')
+		f=$(printf '%s\n' "$out" | grep -c '^FAIL ')
+		printf '%s\n' "$out" | grep -E '^FAIL |^  ' | sed "s|^|$(basename "$t"): |"
+		if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then
+			printf '%s\n' "$out" | tail -20
+			f=1
+		fi
+		echo "$(basename "$t"): $p passed, $f failed"
+		passed=$((passed + p)); failed=$((failed + f))
+		[ "$f" -eq 0 ] || failures+=("$t")
+	done
+}
+
+run_gpu() {
+	local t
+	for t in "$B"/tests/gpu_*; do
+		[ -x "$t" ] || continue
+		out=$("$t" 2>&1); rc=$?
+		printf '%s\n' "$out"
+		n=$(printf '%s\n' "$out" | sed -n 's/.*Checks: \([0-9]*\), Failures: \([0-9]*\), Errors: \([0-9]*\).*/\1 \2 \3/p' | tail -1)
+		if [ -z "$n" ]; then failed=$((failed + 1)); failures+=("$(basename "$t")"); continue; fi
+		set -- $n
+		passed=$((passed + $1 - $2 - $3)); failed=$((failed + $2 + $3))
+	done
+}
+
+case $what in
+unit) run_unit ;;
+cli) run_cli ;;
+gpu) run_gpu ;;
+all) run_unit; run_cli ;;
+*) echo "run-all.sh: unknown suite '$what'" >&2; exit 2 ;;
+esac
+
+for f in "${failures[@]+"${failures[@]}"}"; do echo "failed: $f"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
