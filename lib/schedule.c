@@ -378,7 +378,7 @@ static int parse_row(struct sched_reader *r, struct sched_row *row, struct gpt_e
 		double d;
 		switch (c) {
 		case COL_STEP:
-			if (field_long(r, c, tok[i], 0, LONG_MAX, "a step is >= 0", &v, e))
+			if (field_long(r, c, tok[i], 0, LONG_MAX - 1, "a step is >= 0", &v, e))
 				return -1;
 			row->step = v;
 			break;
