@@ -151,7 +151,8 @@ int main(int argc, char **argv)
 
 	int c;
 	while ((c = getopt_long(argc, argv, "p:n:e:o:c:" CLI_COMMON_SHORT, options, NULL)) != -1) {
-		if (c != 'c' && c != '?' && !strchr(CLI_COMMON_SHORT, c) && !gen_opt)
+		int common = c < 256 && strchr(CLI_COMMON_SHORT, c); /* (char)256 is '\0' */
+		if (c != 'c' && c != '?' && !common && !gen_opt)
 			gen_opt = opt_name(c);
 		switch (c) {
 		case 'p':

@@ -137,6 +137,8 @@ $G --momentum-warmup 10|--momentum-warmup applies to a --preset
 --preset record-2025-01-04 extra|unexpected argument 'extra'
 --check - --steps 3|--check takes no other option \(got --steps\)
 --check - -o x|--check takes no other option \(got --output\)
+--check - --lr const:1|--check takes no other option \(got --lr\)
+--absolute --check -|--check takes no other option \(got --absolute\)
 EOF
 
 # ---- --check ----------------------------------------------------------------
