@@ -209,25 +209,3 @@ if [ -w /dev/full ]; then
 	t_stderr_has "^gpt-sched: .*(No space left|write failed)"
 fi
 
-# ---- the man pages' EXAMPLES run ---------------------------------------------
-# Every .Bd -literal block under .Sh EXAMPLES, unescaped, in its own directory.
-man_examples() {
-	awk '/^\.Sh / { ex = ($2 == "EXAMPLES") } 
-	     ex && /^\.Bd -literal/ { inb = 1; n++; next }
-	     inb && /^\.Ed/ { inb = 0; printf "%c", 0; next }
-	     inb { gsub(/\\e/, "\\"); gsub(/\\&/, ""); gsub(/\\-/, "-"); print }' "$1"
-}
-for page in "$TOP"/man/gpt-sched.1 "$TOP"/man/gpt-sched.5; do
-	i=0
-	while IFS= read -r -d '' ex; do
-		i=$((i + 1))
-		d="$T/ex-$(basename "$page")-$i"
-		mkdir "$d"
-		if (cd "$d" && bash -e -o pipefail -c "$ex") >"$d.out" 2>&1; then
-			t_ok "$(basename "$page") example $i"
-		else
-			t_fail "$(basename "$page") example $i" "$(head -c 300 "$d.out")"
-		fi
-	done < <(man_examples "$page")
-	t_true "$(basename "$page") has examples" test "$i" -ge 3
-done
