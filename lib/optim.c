@@ -25,8 +25,8 @@ struct adam_job {
 	float *p, *m, *v;
 	const float *g;
 	size_t n;
-	double lr, beta1, beta2, eps;
-	float bc1, bc2s, step_size;
+	double beta1, beta2, eps;
+	float bc2s, step_size; /* fp32 as the fused kernel receives them */
 	int bf16;
 };
 
@@ -65,13 +65,14 @@ void adam_update(float *p, const float *g, float *m, float *v, size_t n, const s
 	double nn = (double)h->step;
 	struct adam_job j = {
 		.p = p, .m = m, .v = v, .g = g, .n = n,
-		.lr = h->lr, .beta1 = h->beta1, .beta2 = h->beta2, .eps = h->eps,
+		.beta1 = h->beta1, .beta2 = h->beta2, .eps = h->eps,
 		.bf16 = h->bf16,
 	};
-	/* FusedAdamMathFunctor: bias corrections in double, passed as fp32 */
-	j.bc1 = (float)(1 - pow(h->beta1, nn));
+	/* FusedAdamMathFunctor: bias corrections in double, passed as fp32;
+	 * adam_math: step_size = lr / bc1 in double, stored as fp32 */
+	float bc1 = (float)(1 - pow(h->beta1, nn));
 	j.bc2s = (float)sqrt(1 - pow(h->beta2, nn));
-	j.step_size = (float)(h->lr / (double)j.bc1);
+	j.step_size = (float)(h->lr / (double)bc1);
 	parallel_for(nchunks(n), adam_range, &j);
 }
 
@@ -280,7 +281,6 @@ struct optim {
 	int flags;
 	int n;                  /* parameters */
 	struct gpt_param *p;    /* [n] copy of the table */
-	size_t total;           /* floats in w and g */
 	size_t *soff;           /* [n] offset of parameter i in its state buffers */
 	float *buf[OPTIM_NSTATE];
 	size_t len[OPTIM_NSTATE];
@@ -309,10 +309,6 @@ static int check_table(const struct gpt_config *c, const struct gpt_table *t, st
 		    p->numel != q->numel || p->offset != q->offset || p->dtype != q->dtype)
 			rc = gpt_errf(e, "optimizer: parameter %d (%s) does not match the configuration's "
 			                 "%s", i, p->name, q->name);
-		else if (is_muon(p) && (p->ndim != 2 || p->shape[0] > INT32_MAX ||
-		                        p->shape[1] > INT32_MAX))
-			rc = gpt_errf(e, "optimizer: Muon parameter %s is not a 2-D matrix of int size",
-			              p->name);
 	}
 	gpt_table_free(&ref);
 	return rc;
@@ -334,7 +330,6 @@ struct optim *optim_create(const struct gpt_config *c, const struct gpt_table *t
 	struct optim *o = xcalloc(1, sizeof *o);
 	o->flags = flags;
 	o->n = t->n;
-	o->total = t->total;
 	o->p = xmalloc(sizeof *o->p * (size_t)t->n);
 	memcpy(o->p, t->p, sizeof *o->p * (size_t)t->n);
 	o->soff = xmalloc(sizeof *o->soff * (size_t)t->n);

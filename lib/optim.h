@@ -144,7 +144,9 @@ struct optim_buffer {
 struct optim;
 
 /* Adam for every parameter of the Adam groups, Muon for GPT_GROUP_MUON;
- * all state zero, step count 0. The table is copied. flags: OPTIM_*. */
+ * all state zero, step count 0. t must be the table gpt_table_build(c)
+ * gives (checked, tensor by tensor); it is copied. flags: OPTIM_* (0: all
+ * fp32). Errors: invalid config, mismatched table, unknown flags. */
 struct optim *optim_create(const struct gpt_config *c, const struct gpt_table *t, int flags,
                            struct gpt_err *e);
 void optim_free(struct optim *o);
