@@ -16,7 +16,8 @@
  *     and the order of its all_gather rounds (pure arithmetic).
  *
  * Adam, exactly as PyTorch's fused kernel (aten/src/ATen/native/cuda/
- * fused_adam_utils.cuh, 2024-2025) evaluates it; opmath is fp32 and the
+ * fused_adam_utils.cuh, the version with FusedAdamMathFunctor computing the
+ * bias corrections in double, 2024-2025) evaluates it; opmath is fp32 and the
  * hyper-parameters are doubles, so mixed expressions are evaluated in double
  * and rounded to fp32 on assignment:
  *     bc1   = f32(1 - beta1^n)                       (double pow, n >= 1)
@@ -44,8 +45,9 @@
  *     transpose back.
  * fp32 mode: every op in fp32 (products by lib/matmul.h, fp32 accumulation
  * in a fixed order); ||X||_F is summed in double in fixed blocks.
- * bf16 mode (the record's compiled PyTorch, every tensor a kernel writes is
- * bf16): X0 = bf16(G); nrm = bf16(||X0||_F); X = bf16(X0 / (nrm + 1e-7));
+ * bf16 mode, our model of the record's torch.compile'd NS5 (every tensor a
+ * kernel writes is bf16; bit-exact agreement with the record is not
+ * claimed, spec 9): X0 = bf16(G); nrm = bf16(||X0||_F); X = bf16(X0 / (nrm + 1e-7));
  * per step A = bf16(X X^T), cA = bf16(c*A), AA = bf16(cA A),
  * B = bf16(b*A + AA), BX = bf16(B X), X = bf16(a*X + BX), where the
  * elementwise expressions are evaluated in fp32 and rounded once (fused by
