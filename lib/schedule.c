@@ -455,9 +455,35 @@ void sched_close(struct sched_reader *r)
 /* ------------------------------------------------------------------------
  * The record's formulas
  */
+/* Python's float floor division a // b (Objects/floatobject.c, float_divmod),
+ * so that windows equal the record's int(((1-x)*128 + x*1856)//128) bit for
+ * bit for every step count, not only where an integer form agrees. */
+static double py_floordiv(double a, double b)
+{
+	double mod = fmod(a, b);
+	double div = (a - mod) / b;
+	if (mod != 0.0 && ((b < 0) != (mod < 0)))
+		div -= 1.0;
+	if (div == 0.0)
+		return copysign(0.0, a / b);
+	double fl = floor(div);
+	if (div - fl > 0.5)
+		fl += 1.0;
+	return fl;
+}
+
+/* The record's window line from A blocks to B + 1/2 blocks, floored:
+ * A=1, B=14 gives int(((1-x)*128 + x*1856)//128) with x = step/total. */
+static long grow_window(long a, long b, long step, long total)
+{
+	double x = (double)step / (double)total;
+	double v = (1.0 - x) * (double)(128 * a) + x * (double)(128 * b + 64);
+	return (long)py_floordiv(v, 128.0);
+}
+
 int sched_record_window(long step, long total)
 {
-	return 1 + (int)((27LL * step) / (2LL * total));
+	return (int)grow_window(1, 14, step, total);
 }
 
 double sched_record_lr_scale(long step, long total, double cooldown_frac)
@@ -707,9 +733,8 @@ double sched_shape_value(const struct sched_shape *sh, long s, long total)
 		frac = (double)(s - sh->at[i]) / (double)(sh->at[i + 1] - sh->at[i]);
 		return sh->v[i] * (1.0 - frac) + sh->v[i + 1] * frac;
 	case SHAPE_GROW: {
-		/* floor of the line from A to B + 1/2: the record's 1 + 13.5x for 1:14 */
-		long long a = (long long)sh->a, b = (long long)sh->b;
-		return (double)(a + ((2 * (b - a) + 1) * (long long)s) / (2LL * total));
+		/* floor of the line from A to B + 1/2, as the record computes it */
+		return (double)grow_window((long)sh->a, (long)sh->b, s, total);
 	}
 	}
 	return NAN;

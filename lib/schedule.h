@@ -69,11 +69,11 @@ void sched_close(struct sched_reader *r);
 /* ------------------------------------------------------------------------
  * The record's formulas (total = number of training steps, 1390)
  */
-/* int(((1-x)*128 + x*1856)//128) with x = step/total, computed exactly as
- * 1 + floor(27*step / (2*total)) (equal to the float formula for every
- * step when total = 1390 or 300; for some totals, multiples of 9 such as
- * 900, the float formula rounds down at the steps where 27*step/(2*total)
- * is an integer). */
+/* int(((1-x)*128 + x*1856)//128) with x = step/total, evaluated in float64
+ * with Python's float floor division, so that it equals the record's
+ * formula for every step count (for 1390 and 300 it also equals the
+ * integer form 1 + floor(27*step/(2*total)); for some counts, e.g. 900,
+ * the two differ where 27*step/(2*total) is an integer). */
 int sched_record_window(long step, long total);
 /* t = 1 - step/total; t >= cooldown_frac ? 1 : t/cooldown_frac (float64). */
 double sched_record_lr_scale(long step, long total, double cooldown_frac);

@@ -78,6 +78,14 @@ START_TEST(record_window_every_step)
 		ck_assert_int_eq(sched_record_window(s, 1390), py_window(s, 1390));
 	for (long s = 0; s <= 300; s++)
 		ck_assert_int_eq(sched_record_window(s, 300), py_window(s, 300));
+	/* 900 steps: Python's float formula gives one block less than the
+	 * integer form 1 + floor(27s/1800) at s = 200, 400, 800 (values computed
+	 * with CPython: int(((1-s/900)*128 + (s/900)*1856)//128)) */
+	ck_assert_int_eq(sched_record_window(200, 900), 3);
+	ck_assert_int_eq(sched_record_window(400, 900), 6);
+	ck_assert_int_eq(sched_record_window(800, 900), 12);
+	ck_assert_int_eq(sched_record_window(199, 900), 3);
+	ck_assert_int_eq(sched_record_window(201, 900), 4);
 	/* the table in spec 6 */
 	static const struct { int w; long lo, hi; } table[] = {
 		{1, 0, 102},      {2, 103, 205},    {3, 206, 308},    {4, 309, 411},
