@@ -19,9 +19,9 @@
 
 struct slot {
 	size_t file; /* NO_FILE: empty */
-	uint32_t *tok;
-	size_t n;
-	int rc; /* shard_load's result */
+	uint32_t *tok; /* reused from file to file: no page faults after the first two */
+	size_t cap, n;
+	int rc; /* shard_load_into's result */
 	struct gpt_err err;
 	const char *path; /* for the thread */
 	uint32_t vocab;
@@ -47,10 +47,7 @@ struct loader {
  */
 static void slot_fill(struct slot *s)
 {
-	free(s->tok);
-	s->tok = NULL;
-	s->n = 0;
-	s->rc = shard_load(s->path, s->vocab, &s->tok, &s->n, NULL, &s->err);
+	s->rc = shard_load_into(s->path, s->vocab, &s->tok, &s->cap, &s->n, NULL, &s->err);
 }
 
 static void *slot_thread(void *arg)
@@ -67,11 +64,15 @@ static void slot_join(struct slot *s)
 	}
 }
 
-static void slot_clear(struct slot *s)
+/* Forget the file; keep the buffer unless asked to free it. */
+static void slot_clear(struct slot *s, int free_buf)
 {
 	slot_join(s);
-	free(s->tok);
-	s->tok = NULL;
+	if (free_buf) {
+		free(s->tok);
+		s->tok = NULL;
+		s->cap = 0;
+	}
 	s->n = 0;
 	s->file = NO_FILE;
 }
@@ -113,13 +114,13 @@ static int use_file(struct loader *l, size_t i, struct gpt_err *e)
 		if (l->cur.rc != 0) {
 			if (e)
 				*e = l->cur.err;
-			slot_clear(&l->cur);
+			slot_clear(&l->cur, 0);
 			return -1;
 		}
 		if (l->cur.n != l->ntok[i]) {
 			gpt_errf(e, "%s: now holds %zu tokens, %llu when the loader opened it", l->files[i],
 				 l->cur.n, (unsigned long long)l->ntok[i]);
-			slot_clear(&l->cur);
+			slot_clear(&l->cur, 0);
 			return -1;
 		}
 	}
@@ -223,8 +224,8 @@ void loader_close(struct loader *l)
 {
 	if (!l)
 		return;
-	slot_clear(&l->ahead);
-	slot_clear(&l->cur);
+	slot_clear(&l->ahead, 1);
+	slot_clear(&l->cur, 1);
 	for (size_t i = 0; i < l->nfiles; i++)
 		free(l->files[i]);
 	free(l->files);

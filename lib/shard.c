@@ -568,26 +568,26 @@ ssize_t shard_read(struct shard_reader *r, uint32_t *tok, size_t max, struct gpt
 	return (ssize_t)got;
 }
 
-int shard_load(const char *path, uint32_t vocab, uint32_t **tokp, size_t *np,
-	       struct shard_info *info, struct gpt_err *e)
+int shard_load_into(const char *path, uint32_t vocab, uint32_t **buf, size_t *cap, size_t *np,
+		    struct shard_info *info, struct gpt_err *e)
 {
-	*tokp = NULL;
 	*np = 0;
 	struct shard_reader *r = shard_open(path, e);
 	if (!r)
 		return -1;
 	shard_set_vocab(r, vocab);
 	uint64_t ntok = r->info.ntok;
-	/* grow as data arrives: a lying header costs no memory */
-	size_t cap = ntok < (1u << 24) ? (size_t)ntok : (1u << 24), n = 0;
-	uint32_t *tok = xmalloc((cap ? cap : 1) * sizeof *tok);
+	size_t n = 0;
 	uint32_t dummy;
 	while (n < ntok) {
-		if (n == cap) {
-			cap = 2 * cap < ntok ? 2 * cap : (size_t)ntok;
-			tok = xrealloc(tok, cap * sizeof *tok);
+		if (n == *cap) { /* grow as data arrives: a lying header costs no memory */
+			size_t c = *cap ? 2 * *cap : (size_t)1 << 24;
+			if (c > ntok)
+				c = (size_t)ntok;
+			*buf = xrealloc(*buf, c * sizeof **buf);
+			*cap = c;
 		}
-		ssize_t k = shard_read(r, tok + n, cap - n, e);
+		ssize_t k = shard_read(r, *buf + n, *cap - n, e);
 		if (k < 0)
 			goto fail;
 		n += (size_t)k;
@@ -597,13 +597,25 @@ int shard_load(const char *path, uint32_t vocab, uint32_t **tokp, size_t *np,
 	if (info)
 		*info = r->info;
 	shard_close(r);
-	*tokp = tok;
 	*np = n;
 	return 0;
 fail:
 	shard_close(r);
-	free(tok);
 	return -1;
+}
+
+int shard_load(const char *path, uint32_t vocab, uint32_t **tokp, size_t *np,
+	       struct shard_info *info, struct gpt_err *e)
+{
+	uint32_t *buf = NULL;
+	size_t cap = 0;
+	if (shard_load_into(path, vocab, &buf, &cap, np, info, e) < 0) {
+		free(buf);
+		*tokp = NULL;
+		return -1;
+	}
+	*tokp = buf ? buf : xmalloc(sizeof *buf); /* never NULL on success */
+	return 0;
 }
 
 /* ======================================================================

@@ -20,7 +20,8 @@
  *     disagrees with the data, truncated/corrupted zstd frames (content
  *     checksums verified when present), trailing garbage, tokens outside an
  *     optional vocabulary;
- *   - shard_load: a whole shard into one uint32 array;
+ *   - shard_load/shard_load_into: a whole shard into one uint32 array
+ *     (a new one, or a buffer reused from shard to shard);
  *   - a writer (shard_writer_*): buffers tokens (uint16 while they fit, else
  *     uint32), picks version 1 when it can, and on close writes the metadata
  *     frame and one checksummed zstd frame with pledged size, compressed on
@@ -77,6 +78,10 @@ void shard_close(struct shard_reader *r);
  * shard_set_vocab; info may be NULL. On error *tok is NULL. */
 int shard_load(const char *path, uint32_t vocab, uint32_t **tok, size_t *n,
 	       struct shard_info *info, struct gpt_err *e);
+/* The same into a reusable buffer: *buf (NULL or malloc'ed) holds *cap
+ * tokens and is grown as needed; it stays the caller's on error too. */
+int shard_load_into(const char *path, uint32_t vocab, uint32_t **buf, size_t *cap, size_t *n,
+		    struct shard_info *info, struct gpt_err *e);
 
 /* ---------------------------------------------------------------------
  * Writing. A zeroed struct gives the defaults.
