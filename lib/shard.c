@@ -523,6 +523,8 @@ ssize_t shard_read(struct shard_reader *r, uint32_t *tok, size_t max, struct gpt
 	}
 	if (r->state > 0)
 		return 0;
+	if (max == 0) /* 0 would read as the end */
+		return gpt_errf(e, "%s: shard_read of 0 tokens", r->name);
 	if (r->left == 0)
 		return verify_end(r, e) < 0 ? -1 : 0;
 	size_t w = r->info.version == 1 ? 2 : 4;

@@ -68,7 +68,7 @@ struct shard_reader *shard_open_fp(FILE *fp, const char *name, struct gpt_err *e
 const struct shard_info *shard_reader_info(const struct shard_reader *r);
 /* Reject tokens >= vocab from now on (0: no limit, the default). */
 void shard_set_vocab(struct shard_reader *r, uint32_t vocab);
-/* Read up to max tokens (fewer only at the end). Returns the count, 0 at
+/* Read up to max > 0 tokens (fewer only at the end). Returns the count, 0 at
  * the verified end, -1 on error. The call that returns the last tokens has
  * already checked the end (count, checksum, trailing bytes). */
 ssize_t shard_read(struct shard_reader *r, uint32_t *tok, size_t max, struct gpt_err *e);

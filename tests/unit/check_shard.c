@@ -520,6 +520,46 @@ START_TEST(stdin_dash)
 }
 END_TEST
 
+START_TEST(load_into_reuses)
+{
+	uint32_t *a = random_tokens(70000, 50257, 13), *b = random_tokens(500, 50257, 14);
+	struct shard_writer_opts o = {0};
+	write_shard(test_path("a.zst"), a, 70000, &o, -1, -1);
+	write_shard(test_path("b.zst"), b, 500, &o, -1, -1);
+	uint32_t *buf = NULL;
+	size_t cap = 0, n;
+	struct gpt_err e;
+	ck_assert_int_eq(shard_load_into(test_path("b.zst"), 0, &buf, &cap, &n, NULL, &e), 0);
+	ck_assert_uint_eq(n, 500);
+	ck_assert_uint_ge(cap, 500);
+	ck_assert(memcmp(buf, b, 500 * 4) == 0);
+	ck_assert_int_eq(shard_load_into(test_path("a.zst"), 0, &buf, &cap, &n, NULL, &e), 0);
+	ck_assert_uint_eq(n, 70000);
+	ck_assert(memcmp(buf, a, 70000 * 4) == 0);
+	uint32_t *same = buf;
+	size_t cap2 = cap;
+	ck_assert_int_eq(shard_load_into(test_path("b.zst"), 0, &buf, &cap, &n, NULL, &e), 0);
+	ck_assert_ptr_eq(buf, same); /* big enough: not reallocated */
+	ck_assert_uint_eq(cap, cap2);
+	ck_assert_uint_eq(n, 500);
+	ck_assert(memcmp(buf, b, 500 * 4) == 0);
+	/* on error the buffer stays the caller's */
+	ck_assert_int_eq(shard_load_into(test_path("a.zst"), 100, &buf, &cap, &n, NULL, &e), -1);
+	ck_assert_ptr_eq(buf, same);
+	ck_assert_uint_eq(n, 0);
+	free(buf);
+	/* shard_read of 0 tokens is refused, not taken for the end */
+	struct shard_reader *r = shard_open(test_path("b.zst"), &e);
+	ck_assert_int_eq(shard_read(r, NULL, 0, &e), -1);
+	uint32_t x[600];
+	ck_assert_int_eq(shard_read(r, x, 600, &e), 500);
+	ck_assert_int_eq(shard_read(r, x, 600, &e), 0);
+	shard_close(r);
+	free(a);
+	free(b);
+}
+END_TEST
+
 START_TEST(writer_atomic)
 {
 	const char *p = test_path("atomic.bin.zst");
@@ -844,6 +884,7 @@ Suite *shard_suite(void)
 	tcase_add_test(c, read_from_pipe);
 	tcase_add_test(c, zstd_cli_compat);
 	tcase_add_test(c, stdin_dash);
+	tcase_add_test(c, load_into_reuses);
 	tcase_add_test(c, writer_atomic);
 	suite_add_tcase(s, c);
 	c = tcase_create("malformed");
