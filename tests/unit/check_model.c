@@ -266,14 +266,14 @@ START_TEST(spec_forward)
 	struct gpt_table t;
 	gpt_table_build(&c, &t);
 	struct gpt_err e;
-	enum { T = 70 };
+	enum { T = 150 }; /* two chunks of head rows */
 	struct cpu_model64 *m = cpu_model64_create(&c, T, &e);
 	ck_assert_msg(m != NULL, "%s", e.msg);
 	double *w = malloc(sizeof(double) * t.total);
 	uint32_t in[T], tg[T];
-	int eots[] = {3, 17, 18, 44};
+	int eots[] = {3, 17, 18, 44, 140};
 	random_weights(&c, &t, w);
-	make_tokens(&c, in, tg, T, eots, 4);
+	make_tokens(&c, in, tg, T, eots, 5);
 	int windows[] = {1, 2, 3, 100};
 	for (int i = 0; i < 4; i++) {
 		double got, want = naive_loss(&c, &t, w, in, tg, T, windows[i]);
@@ -316,15 +316,15 @@ START_TEST(grad_check)
 	struct gpt_table t;
 	gpt_table_build(&c, &t);
 	struct gpt_err e;
-	enum { T = 64 };
-	const int W = 3; /* blocks of 8: windows reach 17..24 tokens */
+	enum { T = 136 }; /* two chunks of head rows */
+	const int W = 3;  /* blocks of 8: windows reach 17..24 tokens */
 	struct cpu_model64 *m = cpu_model64_create(&c, T, &e);
 	ck_assert_msg(m != NULL, "%s", e.msg);
 	double *w = malloc(sizeof(double) * t.total), *g = calloc(t.total, sizeof(double));
 	uint32_t in[T], tg[T];
-	int eots[] = {0, 13, 29, 30, 51}; /* includes a one-token document */
+	int eots[] = {0, 13, 29, 30, 51, 100}; /* includes a one-token document */
 	random_weights(&c, &t, w);
-	make_tokens(&c, in, tg, T, eots, 5);
+	make_tokens(&c, in, tg, T, eots, 6);
 	double loss;
 	ck_assert_int_eq(cpu_model64_step(m, w, in, tg, T, W, g, &loss, &e), 0);
 	double worst = 0;
