@@ -107,7 +107,7 @@ static size_t S(layout)(struct MODEL *m, REAL *base)
 #define TAKE(p, count)                                                         \
 	do {                                                                   \
 		(p) = base ? base + n : NULL;                                  \
-		n += ((size_t)(count) + 15) & ~(size_t)15; /* 64-byte steps */ \
+		n += ((size_t)(count) + 15) & ~(size_t)15; /* keeps 64-byte alignment */ \
 	} while (0)
 	TAKE(m->cos_t, T * (size_t)c->rope_freqs);
 	TAKE(m->sin_t, T * (size_t)c->rope_freqs);
