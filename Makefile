@@ -79,7 +79,8 @@ PROG_SRC  := $(sort $(wildcard bin/gpt-*.c))
 PROGS     := $(PROG_SRC:bin/%.c=$(B)/bin/%)
 TEST_SRC  := $(sort $(wildcard tests/unit/check_*.c))
 TESTS     := $(TEST_SRC:tests/unit/%.c=$(B)/tests/%)
-GPU_TEST_SRC := $(sort $(wildcard tests/gpu/*.c tests/gpu/*.cu))
+GPU_TEST_SRC := $(sort $(wildcard tests/gpu/gpu_*.c))
+GPU_TESTS    := $(GPU_TEST_SRC:tests/gpu/%.c=$(B)/tests/%)
 MAN1      := $(sort $(wildcard man/*.1))
 MAN5      := $(sort $(wildcard man/*.5))
 
@@ -89,8 +90,8 @@ LIBGPTCUDA := $(B)/libgptcuda.a
 endif
 
 .PHONY: all check check-unit check-cli check-man check-gpu bench clean install uninstall help
-## all: build every program (default)
-all: $(PROGS)
+## all: build every program (default); with CUDA also the GPU test programs
+all: $(PROGS) $(if $(filter 1,$(USE_CUDA)),$(GPU_TESTS))
 
 $(B)/lib/%.o: lib/%.c
 	@mkdir -p $(@D)
@@ -119,6 +120,10 @@ $(LIBGPTCUDA): $(CU_OBJ)
 $(B)/bin/%: $(B)/bin/%.o $(LIBGPT) $(LIBGPTCUDA)
 	$(CC) $(LDFLAGS) $< $(LIBGPT) $(LIBGPTCUDA) $(LDLIBS) $(CUDA_LIBS) -o $@
 
+$(B)/tests/gpu_%.o: tests/gpu/gpu_%.c
+	@mkdir -p $(@D)
+	$(CC) $(GPT_CFLAGS) $(CHECK_CFLAGS) $(CFLAGS) -Itests/unit -Itests/gpu -c $< -o $@
+
 $(B)/tests/%: $(B)/tests/%.o $(LIBGPT) $(LIBGPTCUDA)
 	$(CC) $(LDFLAGS) $< $(LIBGPT) $(LIBGPTCUDA) $(CHECK_LIBS) $(LDLIBS) $(CUDA_LIBS) -o $@
 
@@ -132,8 +137,8 @@ check-unit: all $(TESTS)
 check-cli: all
 	@tests/run-all.sh $(B) cli
 
-## check-gpu: run the GPU suite (needs a CUDA device)
-check-gpu: all
+## check-gpu: run the GPU suite (needs a CUDA device): kernels against the CPU reference
+check-gpu: all $(GPU_TESTS)
 	@if [ "$(USE_CUDA)" != 1 ]; then echo "check-gpu: no CUDA build (nvcc not found)" >&2; exit 2; fi
 	@tests/run-all.sh $(B) gpu
 
@@ -163,4 +168,4 @@ help:
 	@sed -n 's/^## //p' $(MAKEFILE_LIST)
 
 .SECONDARY:
--include $(LIB_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(PROGS:=.d) $(TESTS:=.d)
+-include $(LIB_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(PROGS:=.d) $(TESTS:=.d) $(GPU_TESTS:=.d)
