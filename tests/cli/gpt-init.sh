@@ -151,3 +151,13 @@ t_run "explicit sizes" 0 gpt-init --preset tiny --dim 256 --heads 4 --print-conf
 t_stdout_has "^  mlp_hidden +1024$"
 t_stdout_has "^  rope_freqs +16$"
 t_stdout_has "^blocks.0.mlp.c_fc.weight +\[1024, 256\]"
+
+# the JSON form is valid JSON and agrees with the table
+if command -v jq >/dev/null; then
+	gpt-init --print-config --json >"$T/rec.json"
+	t_true "json: parses, 97 tensors, 275742772 parameters" jq -e '(.tensors | length) == 97 and ([.tensors[].count] | add) == 275742772 and .total_params == 275742772' "$T/rec.json"
+	t_true "json: offsets contiguous" jq -e '[.tensors[] | .offset] as $o | [.tensors[] | .count] as $c | all(range(1; $o | length); $o[.] == $o[. - 1] + $c[. - 1])' "$T/rec.json"
+	t_true "json: config is the metadata" jq -e '.config.format == "gpt-weights/1" and .config.no_attention == "7" and .config.num_heads == "6"' "$T/rec.json"
+else
+	echo "skip: jq not found, JSON output not parsed" >&2
+fi
