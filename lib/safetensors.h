@@ -30,7 +30,8 @@
  *     Output goes through struct aout (temporary file + rename, "-" is
  *     stdout, a terminal is refused unless ST_FORCE); a name ending in
  *     ".zst" (or ST_ZSTD) writes a zstd stream: checksum on, content size
- *     pledged, compression on parallel_threads() workers.
+ *     pledged, compression on parallel_threads() workers;
+ *   - st_header(): the exact header the writer would produce (for sizes).
  *
  * The writer keeps the caller's tensor order for both the header object and
  * the data (the reference writer sorts by alignment then name; any order
