@@ -58,6 +58,7 @@ static inline const char *shared_data(void)
 	int main(int argc, char **argv)                                        \
 	{                                                                      \
 		util_init(argv[0]);                                            \
+		test_tmpdir(); /* before the fork: one directory, removed below */ \
 		Suite *s = suite_fn();                                         \
 		SRunner *sr = srunner_create(s);                               \
 		srunner_run_all(sr, CK_NORMAL);                                \
