@@ -3,9 +3,12 @@
  *
  * Every form is reduced to the "nn" kernel: C rows are computed as sums
  * of scaled rows of B (c += a_ik * b_k), which vectorises without
- * reassociating a dot product. The kernel takes four rows of C at a time
- * so that each row of B loaded from cache feeds four accumulations, and
- * walks K in blocks so that the B block stays in cache.
+ * reassociating a dot product. The kernel keeps a 4 x 32 tile of C in
+ * registers while it walks a block of K, so each vector of B loaded feeds
+ * four fused multiply-adds. The sum for each element of C runs over k in
+ * order whatever the thread count (rows of C are split between threads),
+ * so results are repeatable on one machine; the instruction set chosen at
+ * run time (FMA or not) can change the last bits between machines.
  */
 #pragma GCC optimize("O3")
 #include "matmul.h"
@@ -26,12 +29,51 @@ struct nn_job {
 };
 
 #define ROWS 4
-#define KB 256
+#define NB 32  /* columns of C held in registers: 4 x 32 floats */
+#define KB 256 /* rows of B per block */
+
+/* The register tile: acc[4][NB] += A[i0..i0+3, k0..k1) * B[k0..k1, n0..n0+NB).
+ * Compiled for AVX-512, AVX2+FMA and baseline x86-64; the loader picks one. */
+__attribute__((target_clones("avx512f", "arch=haswell", "default")))
+static void tile(float *restrict c[ROWS], const struct nn_job *j, int i0, int n0, int k0, int k1)
+{
+	float acc[ROWS][NB];
+	for (int r = 0; r < ROWS; r++)
+		for (int x = 0; x < NB; x++)
+			acc[r][x] = c[r][n0 + x];
+	const size_t N = (size_t)j->N;
+	for (int k = k0; k < k1; k++) {
+		const float *restrict b = j->B + (size_t)k * N + n0;
+		for (int r = 0; r < ROWS; r++) {
+			float a = j->A[(size_t)(i0 + r) * j->lda + (size_t)k * j->acol];
+			for (int x = 0; x < NB; x++)
+				acc[r][x] += a * b[x];
+		}
+	}
+	for (int r = 0; r < ROWS; r++)
+		for (int x = 0; x < NB; x++)
+			c[r][n0 + x] = acc[r][x];
+}
+
+/* Rows or columns that do not fill a tile. */
+static void edge(float *c[ROWS], const struct nn_job *j, int i0, int nr, int n0, int n1, int k0, int k1)
+{
+	for (int k = k0; k < k1; k++) {
+		const float *b = j->B + (size_t)k * j->N;
+		for (int r = 0; r < nr; r++) {
+			float a = j->A[(size_t)(i0 + r) * j->lda + (size_t)k * j->acol];
+			float *cr = c[r];
+			for (int n = n0; n < n1; n++)
+				cr[n] += a * b[n];
+		}
+	}
+}
 
 static void nn_rows(void *vctx, size_t begin, size_t end, int tid)
 {
 	const struct nn_job *j = vctx;
 	const int N = j->N, K = j->K;
+	const int nfull = N / NB * NB;
 	/* begin/end count groups of ROWS rows */
 	for (size_t g = begin; g < end; g++) {
 		int i0 = (int)g * ROWS;
@@ -39,33 +81,17 @@ static void nn_rows(void *vctx, size_t begin, size_t end, int tid)
 		float *c[ROWS];
 		for (int r = 0; r < ROWS; r++)
 			c[r] = j->C + (size_t)(i0 + (r < nr ? r : 0)) * N;
-		for (int r = 0; r < nr; r++)
-			if (j->beta == 0.0f)
+		if (j->beta == 0.0f)
+			for (int r = 0; r < nr; r++)
 				memset(c[r], 0, sizeof(float) * (size_t)N);
 		for (int k0 = 0; k0 < K; k0 += KB) {
 			int k1 = k0 + KB < K ? k0 + KB : K;
-			for (int k = k0; k < k1; k++) {
-				const float *b = j->B + (size_t)k * N;
-				float a[ROWS];
-				for (int r = 0; r < ROWS; r++)
-					a[r] = r < nr ? j->A[(size_t)(i0 + r) * j->lda + (size_t)k * j->acol] : 0.0f;
-				if (nr == ROWS) {
-					float *c0 = c[0], *c1 = c[1], *c2 = c[2], *c3 = c[3];
-					for (int n = 0; n < N; n++) {
-						float bn = b[n];
-						c0[n] += a[0] * bn;
-						c1[n] += a[1] * bn;
-						c2[n] += a[2] * bn;
-						c3[n] += a[3] * bn;
-					}
-				} else {
-					for (int r = 0; r < nr; r++) {
-						float *cr = c[r];
-						for (int n = 0; n < N; n++)
-							cr[n] += a[r] * b[n];
-					}
-				}
-			}
+			if (nr == ROWS)
+				for (int n0 = 0; n0 < nfull; n0 += NB)
+					tile(c, j, i0, n0, k0, k1);
+			else
+				edge(c, j, i0, nr, 0, nfull, k0, k1);
+			edge(c, j, i0, nr, nfull, N, k0, k1);
 		}
 	}
 	(void)tid;

@@ -295,6 +295,23 @@ void aout_open(struct aout *o, const char *path, int flags)
 		return;
 	}
 	o->path = xstrdup(path);
+	/* A device, FIFO or socket (/dev/null, a named pipe) is written in
+	 * place: a temporary file renamed over it would replace the device. */
+	struct stat st;
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		if ((flags & AOUT_BINARY) && !(flags & AOUT_FORCE) && S_ISCHR(st.st_mode)) {
+			int fd = open(path, O_WRONLY);
+			int tty = fd >= 0 && isatty(fd);
+			if (fd >= 0)
+				close(fd);
+			if (tty)
+				die(EXIT_USAGE, "%s: refusing to write binary data to a terminal (use --force)", path);
+		}
+		o->fp = fopen(path, "wb");
+		if (!o->fp)
+			die(EXIT_RUNTIME, "%s:", path);
+		return;
+	}
 	const char *slash = strrchr(path, '/');
 	size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
 	size_t n = strlen(path) + 16;
@@ -375,6 +392,20 @@ void aout_commit(struct aout *o)
 			die(EXIT_RUNTIME, "standard output:");
 		free(o->path);
 		o->path = NULL;
+		return;
+	}
+	if (!o->tmp) { /* a device or FIFO written in place */
+		int bad = fflush(o->fp) != 0 || ferror(o->fp);
+		int e = errno;
+		if (fclose(o->fp) != 0 && !bad)
+			bad = 1, e = errno;
+		if (bad) {
+			errno = e;
+			die(EXIT_RUNTIME, "%s:", o->path);
+		}
+		free(o->path);
+		memset(o, 0, sizeof *o);
+		o->slot = -1;
 		return;
 	}
 	int err = 0;
