@@ -393,14 +393,26 @@ static void route(const uint32_t *t, size_t n)
 		}
 	}
 	while (n) {
+		/* a full shard is closed when more tokens come, so that a name
+		 * without %d fails before anything is committed under it */
+		if (o.cur.w && o.cur.c.tokens == opt.shard_size) {
+			if (o.to_stdout) {
+				shard_writer_abort(o.cur.w);
+				die(EXIT_RUNTIME, "standard output: more than %u tokens do not fit one shard",
+				    SHARD_MAX_TOKENS);
+			}
+			if (!o.pat.has_num) {
+				shard_writer_abort(o.cur.w);
+				die(EXIT_RUNTIME, "%s: more than %llu tokens, and the name has no %%d for a "
+						  "second shard (use a pattern or a larger --shard-size)",
+				    opt.output, (unsigned long long)opt.shard_size);
+			}
+			out_close(&o.cur);
+		}
 		if (!o.cur.w) {
 			if (o.to_stdout) {
 				out_open(&o.cur, "-");
 			} else {
-				if (o.next_index > 0 && !o.pat.has_num)
-					die(EXIT_RUNTIME, "%s: more than %llu tokens, and the name has no %%d for a "
-							  "second shard (use a pattern or a larger --shard-size)",
-					    opt.output, (unsigned long long)opt.shard_size);
 				char *name = pattern_name(&o.pat, o.next_index++);
 				out_open(&o.cur, name);
 				free(name);
@@ -411,12 +423,6 @@ static void route(const uint32_t *t, size_t n)
 		out_put(&o.cur, t, k);
 		t += k;
 		n -= k;
-		if (o.cur.c.tokens == opt.shard_size) {
-			if (o.to_stdout && n)
-				die(EXIT_RUNTIME, "standard output: more than %u tokens do not fit one shard",
-				    SHARD_MAX_TOKENS);
-			out_close(&o.cur);
-		}
 	}
 }
 
@@ -949,7 +955,7 @@ static void set_mode(enum mode m)
 int main(int argc, char **argv)
 {
 	util_init(argv[0]);
-	int c, have_size = 0, text_flag = 0, have_delim = 0;
+	int c, have_size = 0, text_flag = 0, jsonl_flag = 0, have_delim = 0;
 	long v;
 	while ((c = getopt_long(argc, argv, "o:s:jd::t:l:f" CLI_COMMON_SHORT, options, NULL)) != -1) {
 		switch (c) {
@@ -967,7 +973,7 @@ int main(int argc, char **argv)
 						SHARD_MAX_TOKENS);
 			break;
 		case OPT_VAL_OUTPUT: opt.val_output = optarg; break;
-		case 'j': opt.jsonl = 1; break;
+		case 'j': jsonl_flag = 1; opt.jsonl = 1; break;
 		case OPT_TEXT: text_flag = 1; opt.jsonl = 0; break;
 		case OPT_FIELD: opt.field = optarg; break;
 		case 'd':
@@ -1005,7 +1011,7 @@ int main(int argc, char **argv)
 		nstdin += !strcmp(inputs[i], "-");
 	if (nstdin > 1)
 		cli_usage_error(&text, "standard input ('-') given more than once");
-	if (text_flag && opt.jsonl == 1)
+	if (text_flag && jsonl_flag)
 		cli_usage_error(&text, "--jsonl and --text exclude each other");
 	if (opt.jsonl == 1 && have_delim)
 		cli_usage_error(&text, "--delimiter is for plain text, not --jsonl");
