@@ -101,8 +101,18 @@ t_true "two shards: nothing left under the name" test ! -e "$T/two.bin.zst"
 t_run "stats, text" 0 $P -d --stats "$FIX/docs.txt"
 t_stdout_has '^\{"files":1,"documents":[0-9]+,"tokens":'"$(wc -l <"$FIX/docs.ids")"',"bytes":[0-9]+,"bytes_per_token":[0-9.]+,"invalid_utf8_bytes":0,"nul_bytes":5,"skipped_lines":0\}$'
 cp "$OUT" "$T/stats.text"
+# metadata that disagrees with the tokens is reported
+zstd -qdc "$T/r/part_000000.bin.zst" | zstd -q -c >"$T/nometa.bin.zst"
+printf 'P*M\030\071\000\000\000{"format":"gpt-shard/1","tokens":1000,"docs":1,"bytes":1}' >"$T/lie.bin.zst"
+cat "$T/nometa.bin.zst" >>"$T/lie.bin.zst"
+t_run "stats, lying metadata" 0 $P --stats "$T/lie.bin.zst"
+t_stderr_has "lie.bin.zst: the metadata says 1 documents and 1 bytes"
 t_run "stats, shards" 0 $P --stats "$T/r/"*.bin.zst
 t_stdout_has '^\{"files":4,"documents":[0-9]+,"tokens":[0-9]+,"bytes":[0-9]+,"bytes_per_token":[0-9.]+\}$'
+t_stderr_empty # the shards' metadata agrees with their tokens
+t_run "stats, val split shards" 0 $P --stats "$T/v/"*.bin.zst
+t_stderr_empty
+t_true "stats: val split agrees with text" test "$(core "$OUT")" = "$(core "$T/stats.text")"
 t_true "stats: shards agree with text" test "$(core "$OUT")" = "$(core "$T/stats.text")"
 t_run "stats with -o" 0 $P -d --stats -s 1000 -o "$T/st_%d.bin.zst" "$FIX/docs.txt"
 t_stdout_has '"shards":4'
