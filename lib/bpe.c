@@ -39,19 +39,18 @@ struct bpe {
 /* ----------------------------------------------------------------------
  * Hashing byte strings
  */
-static inline uint64_t load_tail(const unsigned char *p, size_t n) /* n < 8 */
+/* The n < 8 bytes at p as one word (overlapping loads; n is hashed too) */
+static inline uint64_t load_tail(const unsigned char *p, size_t n)
 {
-	uint64_t v = 0;
-	switch (n) {
-	case 7: v |= (uint64_t)p[6] << 48; /* fall through */
-	case 6: v |= (uint64_t)p[5] << 40; /* fall through */
-	case 5: v |= (uint64_t)p[4] << 32; /* fall through */
-	case 4: v |= (uint64_t)p[3] << 24; /* fall through */
-	case 3: v |= (uint64_t)p[2] << 16; /* fall through */
-	case 2: v |= (uint64_t)p[1] << 8;  /* fall through */
-	case 1: v |= (uint64_t)p[0];
+	if (n >= 4) {
+		uint32_t a, b;
+		memcpy(&a, p, 4);
+		memcpy(&b, p + n - 4, 4);
+		return (uint64_t)a | (uint64_t)b << 32;
 	}
-	return v;
+	if (n)
+		return (uint64_t)p[0] | (uint64_t)p[n / 2] << 8 | (uint64_t)p[n - 1] << 16;
+	return 0;
 }
 
 static inline uint64_t mix(uint64_t h)
@@ -77,6 +76,34 @@ static inline uint64_t hash_bytes(const unsigned char *p, size_t n)
 	return mix(h);
 }
 
+/* a == b for n bytes, with overlapping word loads for short strings */
+static inline int keq(const unsigned char *a, const unsigned char *b, size_t n)
+{
+	if (n >= 4 && n <= 16) {
+		if (n <= 8) {
+			uint32_t x, y, u, v;
+			memcpy(&x, a, 4);
+			memcpy(&y, b, 4);
+			memcpy(&u, a + n - 4, 4);
+			memcpy(&v, b + n - 4, 4);
+			return x == y && u == v;
+		}
+		uint64_t x, y, u, v;
+		memcpy(&x, a, 8);
+		memcpy(&y, b, 8);
+		memcpy(&u, a + n - 8, 8);
+		memcpy(&v, b + n - 8, 8);
+		return x == y && u == v;
+	}
+	if (n < 4) {
+		for (size_t i = 0; i < n; i++)
+			if (a[i] != b[i])
+				return 0;
+		return 1;
+	}
+	return !memcmp(a, b, n);
+}
+
 /* ----------------------------------------------------------------------
  * Vocabulary
  */
@@ -92,7 +119,7 @@ uint32_t bpe_lookup(const struct bpe *t, const void *bytes, size_t len)
 			return BPE_NONE;
 		uint32_t id = s - 1;
 		uint32_t o = t->off[id];
-		if (t->off[id + 1] - o == len && !memcmp(t->bytes + o, p, len))
+		if (t->off[id + 1] - o == len && keq(t->bytes + o, p, len))
 			return id;
 		i = (i + 1) & t->mask;
 	}
@@ -508,6 +535,16 @@ static const uint8_t ascii_cls[128] = {
 #undef N
 };
 
+/* 1 for the ASCII letters, 0 for every other byte */
+static const uint8_t ascii_letter[256] = {
+	['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1,
+	['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+	['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+	['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,
+	['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+	['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
 /* Decode the character at s[0] (n >= 1 bytes available): its code point in
  * *cp and its length, or 0 for an invalid byte (a one-byte "other"). */
 static inline size_t utf8_char(const unsigned char *s, size_t n, uint32_t *cp)
@@ -624,7 +661,7 @@ static inline size_t next_piece(const unsigned char *s, size_t n, size_t i)
 	if (c != UC_S) {
 		/* a run of one class; ASCII letters are the common case */
 		if (c == UC_L)
-			while (j < n && s[j] < 0x80 && ascii_cls[s[j]] == UC_L)
+			while (j < n && ascii_letter[s[j]])
 				j++;
 		while (j < n && cls_at(s, n, j, &l) == c)
 			j += l;
@@ -962,7 +999,7 @@ void bpe_encode(const struct bpe *t, const char *text, size_t len, uint32_t **id
 			struct centry *e = &c->tab[slot];
 			if (!e->hash)
 				break;
-			if (e->hash == h && e->klen == m && !memcmp(c->kbytes + e->koff, p, m)) {
+			if (e->hash == h && e->klen == m && keq(c->kbytes + e->koff, p, m)) {
 				if (e->nid == 1) {
 					out[k++] = e->val;
 				} else {
