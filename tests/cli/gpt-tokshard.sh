@@ -210,3 +210,16 @@ if [ -r "$SHARED/gutenberg_en_val.txt.zst" ]; then
 else
 	echo "skip: ../shared/data not found (Gutenberg reference)" >&2
 fi
+
+# ---- a terminal: binary output refused, progress drawn ----------------------
+if command -v script >/dev/null 2>&1; then
+	t_run "terminal refused" 2 script -qec "$P -o - '$FIX/prose.jsonl'" /dev/null
+	t_stdout_has "refusing to write binary data to a terminal"
+	t_run "terminal with --force" 0 script -qec "$P --force -o - '$FIX/prose.jsonl'" /dev/null
+	t_run "progress on a terminal" 0 script -qec "$P -d --stats '$T/sample.txt'" /dev/null
+	t_stdout_has "gpt-tokshard: [0-9.]+ MB, [0-9.]+M tokens, [0-9.]+ MB/s"
+	t_run "no progress with -q" 0 script -qec "$P -q -d --stats '$T/sample.txt'" /dev/null
+	t_true "no progress with -q: none" sh -c "! grep -q 'MB/s' '$OUT'"
+else
+	echo "skip: script(1) not found (terminal tests)" >&2
+fi
