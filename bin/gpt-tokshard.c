@@ -448,8 +448,8 @@ static void outputs_finish(void)
 	if (!opt.output)
 		return;
 	if (o.val.w) {
-		warnx("only %llu tokens in all, fewer than --val-tokens %llu: no training shard written",
-		      (unsigned long long)o.val.c.tokens, (unsigned long long)opt.val_tokens);
+		info(1, "only %llu tokens in all, fewer than --val-tokens %llu: no training shard written",
+		     (unsigned long long)o.val.c.tokens, (unsigned long long)opt.val_tokens);
 		out_close(&o.val);
 	}
 	if (o.cur.w)
@@ -459,7 +459,7 @@ static void outputs_finish(void)
 			out_open(&o.cur, "-");
 			out_close(&o.cur);
 		} else {
-			warnx("no documents in the input: no shard written");
+			info(1, "no documents in the input: no shard written");
 		}
 	}
 }
@@ -679,8 +679,8 @@ static void report(int f, const struct event *v)
 		if (opt.strict)
 			die(EXIT_RUNTIME, "%s:%llu: invalid UTF-8 (--strict)", name, (unsigned long long)v->line);
 		if (!s->n_invalid++)
-			warnx("%s:%llu: invalid UTF-8; its bytes are tokenized as they are", name,
-			      (unsigned long long)v->line);
+			info(1, "%s:%llu: invalid UTF-8; its bytes are tokenized as they are", name,
+			     (unsigned long long)v->line);
 		s->invalid += v->count;
 		warn_total.invalid += v->count;
 		break;
@@ -688,8 +688,8 @@ static void report(int f, const struct event *v)
 		if (opt.strict)
 			die(EXIT_RUNTIME, "%s:%llu: NUL byte in the text (--strict)", name, (unsigned long long)v->line);
 		if (!s->n_nul++)
-			warnx("%s:%llu: NUL byte in the text (binary input?); tokenized as it is", name,
-			      (unsigned long long)v->line);
+			info(1, "%s:%llu: NUL byte in the text (binary input?); tokenized as it is", name,
+			     (unsigned long long)v->line);
 		s->nul += v->count;
 		warn_total.nul += v->count;
 		break;
@@ -697,9 +697,9 @@ static void report(int f, const struct event *v)
 		if (opt.strict)
 			die(EXIT_RUNTIME, "%s:%llu: %s (--strict)", name, (unsigned long long)v->line, v->msg);
 		if (s->skipped < MAX_JSON_WARNINGS)
-			warnx("%s:%llu: %s; line skipped", name, (unsigned long long)v->line, v->msg);
+			info(1, "%s:%llu: %s; line skipped", name, (unsigned long long)v->line, v->msg);
 		else if (s->skipped == MAX_JSON_WARNINGS)
-			warnx("%s: more bad lines; no more warnings for this file", name);
+			info(1, "%s: more bad lines; no more warnings for this file", name);
 		s->skipped++;
 		warn_total.skipped++;
 		break;
@@ -710,12 +710,12 @@ static void file_summary(int f)
 {
 	struct file_stats *s = &fstats[f];
 	const char *name = in_name(f);
-	if (s->n_invalid > 1)
-		warnx("%s: %llu bytes of invalid UTF-8 in all", name, (unsigned long long)s->invalid);
-	if (s->n_nul > 1)
-		warnx("%s: %llu NUL bytes in all", name, (unsigned long long)s->nul);
+	if (s->invalid > 1)
+		info(1, "%s: %llu bytes of invalid UTF-8 in all", name, (unsigned long long)s->invalid);
+	if (s->nul > 1)
+		info(1, "%s: %llu NUL bytes in all", name, (unsigned long long)s->nul);
 	if (s->skipped > 1)
-		warnx("%s: %llu lines skipped in all", name, (unsigned long long)s->skipped);
+		info(1, "%s: %llu lines skipped in all", name, (unsigned long long)s->skipped);
 }
 
 static void progress(uint64_t consumed, int final)
@@ -935,9 +935,9 @@ static void shard_stats(const char *path)
 	/* the metadata, when there is some, must agree with the tokens */
 	const struct shard_info *si = shard_reader_info(r);
 	if ((si->docs >= 0 && (uint64_t)si->docs != c.docs) || (si->bytes >= 0 && (uint64_t)si->bytes != c.bytes))
-		warnx("%s: the metadata says %lld documents and %lld bytes, the tokens make %llu and %llu", path,
-		      (long long)si->docs, (long long)si->bytes, (unsigned long long)c.docs,
-		      (unsigned long long)c.bytes);
+		info(1, "%s: the metadata says %lld documents and %lld bytes, the tokens make %llu and %llu", path,
+		     (long long)si->docs, (long long)si->bytes, (unsigned long long)c.docs,
+		     (unsigned long long)c.bytes);
 	shard_close(r);
 	o.total.docs += c.docs;
 	o.total.tokens += c.tokens;

@@ -140,6 +140,9 @@ t_run "invalid UTF-8" 0 $P --stats "$T/bad.txt"
 t_stderr_has "bad.txt:2: invalid UTF-8"
 t_stderr_has "bad.txt:3: NUL byte"
 t_stdout_has '"invalid_utf8_bytes":3,"nul_bytes":1'
+t_stderr_has "bad.txt: 3 bytes of invalid UTF-8 in all"
+t_run "invalid UTF-8, -q" 0 $P -q --stats "$T/bad.txt"
+t_stderr_empty
 t_run "invalid UTF-8, --strict" 1 $P --strict -o "$T/strict_%d.bin.zst" "$T/bad.txt"
 t_stderr_has "bad.txt:2: invalid UTF-8 \(--strict\)"
 t_true "strict: no shard" test -z "$(ls -A "$T" | grep strict)"
