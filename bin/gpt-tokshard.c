@@ -54,7 +54,7 @@ static const struct cli_text text = {
 	"      --vocab DIR        read DIR/vocab.bpe and DIR/encoder.json instead of the\n"
 	"                         built-in GPT-2 vocabulary\n"
 	"  -f, --force            write binary data to a terminal\n"
-	"      --stats            print documents, tokens, bytes and bytes per token as one\n"
+	"      --stats            print documents, tokens, bytes, bytes per token as one\n"
 	"                         JSON line (without -o: count only; .bin and .bin.zst\n"
 	"                         inputs are read as shards)\n"
 	"      --import           llm.c .bin files to shards (NAME.bin -> NAME.bin.zst)\n"
