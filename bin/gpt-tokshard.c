@@ -336,7 +336,6 @@ static struct {
 	struct out val, cur;
 	long next_index;
 	uint64_t val_left;
-	int val_done;
 	long shards;
 	struct counts total;
 } o;
@@ -388,6 +387,76 @@ static void out_close(struct out *x)
 	o.shards++;
 }
 
+/* A full shard is compressed and written on a thread of its own while
+ * tokenizing goes on; one at a time, so at most two shards are in memory. */
+static struct {
+	pthread_t th;
+	int active;
+	struct out x;
+	int failed;
+	struct gpt_err e;
+} closer;
+
+static void *closer_main(void *arg)
+{
+	(void)arg;
+	closer.failed = shard_writer_close(closer.x.w, (int64_t)closer.x.c.docs, (int64_t)closer.x.c.bytes,
+					   &closer.e) != 0;
+	return NULL;
+}
+
+static void closer_join(void)
+{
+	if (!closer.active)
+		return;
+	pthread_join(closer.th, NULL);
+	closer.active = 0;
+	if (closer.failed)
+		die(EXIT_RUNTIME, "%s", closer.e.msg);
+	info(2, "%s: %llu tokens, %llu documents, %llu bytes", closer.x.name,
+	     (unsigned long long)closer.x.c.tokens, (unsigned long long)closer.x.c.docs,
+	     (unsigned long long)closer.x.c.bytes);
+	free(closer.x.name);
+}
+
+/* Hand a full output to the closer thread (none may be running). */
+static void out_close_async(struct out *x)
+{
+	closer.x = *x;
+	closer.failed = 0;
+	if (pthread_create(&closer.th, NULL, closer_main, NULL))
+		die(EXIT_RUNTIME, "cannot start a thread:");
+	closer.active = 1;
+	x->w = NULL;
+	x->name = NULL;
+	o.shards++;
+}
+
+/* A full output waits here until the next one is open: outputs are opened
+ * (aout_open) only while no closer runs (aout's table of temporary files
+ * is not made for concurrent use), and a name without %d fails before a
+ * second shard is committed under it. */
+static struct out full;
+static int have_full;
+
+static void open_next(struct out *x, const char *name)
+{
+	closer_join();
+	out_open(x, name);
+	if (have_full) {
+		out_close_async(&full);
+		have_full = 0;
+	}
+}
+
+static void set_full(struct out *x)
+{
+	full = *x;
+	have_full = 1;
+	x->w = NULL;
+	x->name = NULL;
+}
+
 /* Send n tokens holding docs documents and bytes text bytes to the
  * outputs (the counts of an item come from the worker that made it). */
 static void route(const uint32_t *t, size_t n, uint64_t docs, uint64_t bytes)
@@ -401,19 +470,15 @@ static void route(const uint32_t *t, size_t n, uint64_t docs, uint64_t bytes)
 	if (o.val_left) {
 		size_t k = n < o.val_left ? n : (size_t)o.val_left;
 		if (!o.val.w)
-			out_open(&o.val, o.val_name);
+			open_next(&o.val, o.val_name);
 		out_put(&o.val, t, k, &rest);
 		o.val_left -= k;
 		t += k;
 		n -= k;
-		if (!o.val_left) {
-			out_close(&o.val);
-			o.val_done = 1;
-		}
+		if (!o.val_left)
+			set_full(&o.val);
 	}
 	while (n) {
-		/* a full shard is closed when more tokens come, so that a name
-		 * without %d fails before anything is committed under it */
 		if (o.cur.w && o.cur.c.tokens == opt.shard_size) {
 			if (o.to_stdout) {
 				shard_writer_abort(o.cur.w);
@@ -426,14 +491,14 @@ static void route(const uint32_t *t, size_t n, uint64_t docs, uint64_t bytes)
 						  "second shard (use a pattern or a larger --shard-size)",
 				    opt.output, (unsigned long long)opt.shard_size);
 			}
-			out_close(&o.cur);
+			set_full(&o.cur);
 		}
 		if (!o.cur.w) {
 			if (o.to_stdout) {
-				out_open(&o.cur, "-");
+				open_next(&o.cur, "-");
 			} else {
 				char *name = pattern_name(&o.pat, o.next_index++);
-				out_open(&o.cur, name);
+				open_next(&o.cur, name);
 				free(name);
 			}
 		}
@@ -449,6 +514,11 @@ static void outputs_finish(void)
 {
 	if (!opt.output)
 		return;
+	closer_join();
+	if (have_full) {
+		out_close(&full);
+		have_full = 0;
+	}
 	if (o.val.w) {
 		info(1, "only %llu tokens in all, fewer than --val-tokens %llu: no training shard written",
 		     (unsigned long long)o.val.c.tokens, (unsigned long long)opt.val_tokens);
