@@ -68,6 +68,10 @@ void cpu_model_free(struct cpu_model *m);
 int cpu_model_step(struct cpu_model *m, const float *w, const uint32_t *inputs,
                    const uint32_t *targets, int T, int window, float *grad, double *loss,
                    struct gpt_err *e);
+/* Forward only, for generation: out[vocab] receives the softcapped logits
+ * of the last of the T input tokens. Returns 0 or -1 with a message. */
+int cpu_model_logits(struct cpu_model *m, const float *w, const uint32_t *inputs, int T, int window,
+                     float *out, struct gpt_err *e);
 
 /* The same model over double: same rules, weights and gradients in double.
  * Slow (plain loops for the matrix products); meant for tests. */
@@ -77,6 +81,8 @@ void cpu_model64_free(struct cpu_model64 *m);
 int cpu_model64_step(struct cpu_model64 *m, const double *w, const uint32_t *inputs,
                      const uint32_t *targets, int T, int window, double *grad, double *loss,
                      struct gpt_err *e);
+int cpu_model64_logits(struct cpu_model64 *m, const double *w, const uint32_t *inputs, int T,
+                       int window, double *out, struct gpt_err *e);
 
 /* ------------------------------------------------------------------------
  * Attention mask (spec section 5)

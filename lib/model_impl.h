@@ -887,3 +887,41 @@ int API(step)(struct MODEL *m, const REAL *w, const uint32_t *inputs, const uint
 		S(backward)(m);
 	return 0;
 }
+
+int API(logits)(struct MODEL *m, const REAL *w, const uint32_t *inputs, int T, int window,
+                REAL *out, struct gpt_err *e)
+{
+	if (T < 1 || T > m->max_T)
+		return gpt_errf(e, "sequence of %d tokens: the model was created for 1..%d", T, m->max_T);
+	if (window < 1)
+		return gpt_errf(e, "attention window %d must be at least 1 block", window);
+	for (int t = 0; t < T; t++)
+		if (inputs[t] >= (uint32_t)m->c.vocab)
+			return gpt_errf(e, "input token %u at position %d is outside the vocabulary (%d)",
+			                inputs[t], t, m->c.vocab);
+	int nth = parallel_threads();
+	if (m->nscratch < nth) {
+		REAL *s = realloc(m->scratch, sizeof(REAL) * (size_t)nth * (size_t)m->max_T);
+		if (!s)
+			return gpt_errf(e, "out of memory for attention scratch rows");
+		m->scratch = s;
+		m->nscratch = nth;
+	}
+	m->T = T;
+	m->W = window;
+	m->in = inputs;
+	m->tg = inputs;
+	m->grad = 0;
+	S(bind)(&m->tab, (REAL *)w, &m->w);
+	gpt_mask_docs(inputs, T, m->c.eot, m->docs);
+	gpt_mask_ranges(m->docs, T, window, m->c.attn_block, m->kfirst, m->qlast);
+	S(forward)(m);
+	/* the last position's logits: one row of hf against every head row */
+	const int D = m->c.dim, V = m->c.vocab;
+	const REAL cap = (REAL)m->c.softcap;
+	MM_NT(out, m->hf + (size_t)(T - 1) * (size_t)D, m->w.head, 1, V, D, 0);
+	if (cap > 0)
+		for (int v = 0; v < V; v++)
+			out[v] = cap * R_TANH(out[v] / cap);
+	return 0;
+}

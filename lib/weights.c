@@ -127,6 +127,9 @@ int weights_from_st(const struct st_file *f, const struct gpt_config *dflt, stru
 	int rc = -1;
 	for (int k = 0; k < f->n; k++) {
 		const char *name = weights_strip_prefix(f->t[k].name);
+		/* a gpt-train checkpoint also holds the optimizer state */
+		if (!strncmp(f->t[k].name, "optim.", 6) && st_meta(f, "checkpoint"))
+			continue;
 		int i = gpt_table_find(&t, name);
 		if (i < 0) {
 			gpt_errf(e, "%s: unexpected tensor '%.200s' (not a parameter of this "

@@ -12,7 +12,9 @@
  *     (from __metadata__ via gpt_config_from_meta(), or from the caller's
  *     default when the file has no "format" key, e.g. a converted PyTorch
  *     state dict) and a flat fp32 buffer. Every tensor of the table must be
- *     present with exactly its shape and nothing else may be; names may
+ *     present with exactly its shape and nothing else may be (except the
+ *     optimizer tensors "optim.*" of a gpt-train checkpoint, which has a
+ *     "checkpoint" metadata key); names may
  *     carry PyTorch's "_orig_mod." (torch.compile) and "module." (DDP)
  *     prefixes (spec 3.1); F32, BF16 or F16 are accepted for any tensor.
  */
