@@ -16,13 +16,18 @@
 
 #define RECORD_VAL_TOKENS 10485760
 
-static struct engine *load_engine(const struct eval_opts *o, int max_T, int train,
-                                  struct gpt_config *cfg)
+static void load_weights(const struct eval_opts *o, struct gpt_config *cfg, float **w)
 {
 	struct gpt_err e = {{0}};
-	float *w = NULL;
-	if (weights_load(o->weights, NULL, cfg, &w, &e))
+	if (weights_load(o->weights, NULL, cfg, w, &e))
 		die(EXIT_RUNTIME, "%s", e.msg);
+}
+
+/* An engine for sequences of at most max_T tokens; frees w. */
+static struct engine *make_engine(const struct eval_opts *o, const struct gpt_config *cfg, float *w,
+                                  int max_T, int train)
+{
+	struct gpt_err e = {{0}};
 	if (max_T > cfg->max_seq)
 		die(EXIT_USAGE, "sequence length %d exceeds the model's max_seq %d", max_T, cfg->max_seq);
 	struct engine *en = engine_create(o->device, cfg, w, max_T, train, &e);
@@ -67,6 +72,9 @@ static void write_grad(const char *path, struct engine *en, const uint32_t *p, i
 int eval_loss(const struct eval_opts *o)
 {
 	struct gpt_err e = {{0}};
+	struct gpt_config cfg;
+	float *w;
+	load_weights(o, &cfg, &w);
 	/* the sequence length: 65536 unless the first shard is shorter */
 	struct loader_opts lo = {.batch = 1, .world = 1, .rank = 0};
 	struct loader *probe = loader_open(o->val, (size_t)o->nval, &lo, &e);
@@ -86,8 +94,7 @@ int eval_loss(const struct eval_opts *o)
 	}
 	if (len0 < (uint64_t)T + 2)
 		die(EXIT_RUNTIME, "%s: %" PRIu64 " tokens: too few for one sequence of %d", first, len0, T);
-	struct gpt_config cfg;
-	struct engine *en = load_engine(o, T, o->grad_out != NULL, &cfg);
+	struct engine *en = make_engine(o, &cfg, w, T, o->grad_out != NULL);
 	lo.batch = (size_t)T;
 	lo.vocab = (uint32_t)cfg.vocab;
 	struct loader *l = loader_open(o->val, (size_t)o->nval, &lo, &e);
@@ -211,16 +218,13 @@ int eval_sample(const struct eval_opts *o)
 	size_t len = n + 1;
 	free(ids);
 	struct gpt_config cfg;
-	struct gpt_config probe;
-	float *w = NULL;
-	if (weights_load(o->weights, NULL, &probe, &w, &e))
-		die(EXIT_RUNTIME, "%s", e.msg);
-	free(w);
-	int max_T = total < (size_t)probe.max_seq ? (int)total : probe.max_seq;
+	float *w;
+	load_weights(o, &cfg, &w);
+	int max_T = total < (size_t)cfg.max_seq ? (int)total : cfg.max_seq;
 	if (len >= (size_t)max_T)
 		die(EXIT_USAGE, "the prompt (%zu tokens) leaves no room in the model's %d positions", len,
-		    probe.max_seq);
-	struct engine *en = load_engine(o, max_T, 0, &cfg);
+		    cfg.max_seq);
+	struct engine *en = make_engine(o, &cfg, w, max_T, 0);
 	uint32_t nvocab = bpe_vocab_size(tok) < (uint32_t)cfg.vocab ? bpe_vocab_size(tok) : (uint32_t)cfg.vocab;
 	float *logits = xmalloc(sizeof(float) * (size_t)cfg.vocab);
 	struct cand *c = xmalloc(sizeof *c * nvocab);
