@@ -460,7 +460,10 @@ int train_run(const struct train_opts *o)
 	if (status == 0 && opts.output) {
 		float *fw = xmalloc_aligned(64, sizeof(float) * r.en->table.total);
 		if (r.en->ops->state_get(r.en, 0, fw, &e) ||
-		    weights_save(opts.output, &cfg, fw, opts.f32_output ? WEIGHTS_F32 : 0, NULL, 0, &e))
+		    weights_save(opts.output, &cfg, fw,
+		                 /* the CPU engine trains fp32 embeddings: keep them exact */
+		                 opts.f32_output || !strcmp(r.en->ops->name, "cpu") ? WEIGHTS_F32 : 0,
+		                 NULL, 0, &e))
 			die(EXIT_RUNTIME, "%s", e.msg);
 		free(fw);
 	}
