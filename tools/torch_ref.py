@@ -165,11 +165,26 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--bf16", action="store_true", help="record precisions (bf16 activations), on cuda")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--perturb", metavar="OUT",
+                    help="first replace the zero-initialised tensors (c_proj, lm_head) by N(0, 0.02^2)"
+                         " and jitter the scalars (seeded), write those weights to OUT (F32), and use them")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     tensors, meta = load(a.weights)
     cfg = Cfg(meta)
+    if a.perturb:
+        g = torch.Generator().manual_seed(1234)
+        new = {}
+        for k, t in tensors.items():
+            t = t.float()
+            if t.ndim == 2 and not t.any():
+                t = torch.randn(t.shape, generator=g) * 0.02
+            elif t.ndim == 1:
+                t = t + 0.1 * torch.randn(t.shape, generator=g)
+            new[k] = t.contiguous()
+        save_file(new, a.perturb, metadata=meta)
+        tensors = new
     dev = "cuda" if a.bf16 else "cpu"
     dtype = torch.bfloat16 if a.bf16 else torch.float32
     P = {}
