@@ -847,8 +847,10 @@ void API(free)(struct MODEL *m)
 	free(m);
 }
 
-int API(step)(struct MODEL *m, const REAL *w, const uint32_t *inputs, const uint32_t *targets,
-              int T, int window, REAL *grad, double *loss, struct gpt_err *e)
+/* Checks and per-call state shared by step and logits: token ids, scratch
+ * rows for every thread, the weights bound, the mask for this batch. */
+static int S(setup)(struct MODEL *m, const REAL *w, const uint32_t *inputs,
+                    const uint32_t *targets, int T, int window, struct gpt_err *e)
 {
 	if (T < 1 || T > m->max_T)
 		return gpt_errf(e, "micro-batch of %d tokens: the model was created for 1..%d", T,
@@ -859,7 +861,7 @@ int API(step)(struct MODEL *m, const REAL *w, const uint32_t *inputs, const uint
 		if (inputs[t] >= (uint32_t)m->c.vocab)
 			return gpt_errf(e, "input token %u at position %d is outside the vocabulary (%d)",
 			                inputs[t], t, m->c.vocab);
-		if (targets[t] >= (uint32_t)m->c.vocab)
+		if (targets && targets[t] >= (uint32_t)m->c.vocab)
 			return gpt_errf(e, "target token %u at position %d is outside the vocabulary (%d)",
 			                targets[t], t, m->c.vocab);
 	}
@@ -874,13 +876,21 @@ int API(step)(struct MODEL *m, const REAL *w, const uint32_t *inputs, const uint
 	m->T = T;
 	m->W = window;
 	m->in = inputs;
-	m->tg = targets;
-	m->grad = grad != NULL;
+	m->tg = targets ? targets : inputs;
 	S(bind)(&m->tab, (REAL *)w, &m->w);
-	if (grad)
-		S(bind)(&m->tab, grad, &m->g);
 	gpt_mask_docs(inputs, T, m->c.eot, m->docs);
 	gpt_mask_ranges(m->docs, T, window, m->c.attn_block, m->kfirst, m->qlast);
+	return 0;
+}
+
+int API(step)(struct MODEL *m, const REAL *w, const uint32_t *inputs, const uint32_t *targets,
+              int T, int window, REAL *grad, double *loss, struct gpt_err *e)
+{
+	if (S(setup)(m, w, inputs, targets, T, window, e))
+		return -1;
+	m->grad = grad != NULL;
+	if (grad)
+		S(bind)(&m->tab, grad, &m->g);
 	S(forward)(m);
 	*loss = S(head)(m);
 	if (grad)
@@ -891,30 +901,9 @@ int API(step)(struct MODEL *m, const REAL *w, const uint32_t *inputs, const uint
 int API(logits)(struct MODEL *m, const REAL *w, const uint32_t *inputs, int T, int window,
                 REAL *out, struct gpt_err *e)
 {
-	if (T < 1 || T > m->max_T)
-		return gpt_errf(e, "sequence of %d tokens: the model was created for 1..%d", T, m->max_T);
-	if (window < 1)
-		return gpt_errf(e, "attention window %d must be at least 1 block", window);
-	for (int t = 0; t < T; t++)
-		if (inputs[t] >= (uint32_t)m->c.vocab)
-			return gpt_errf(e, "input token %u at position %d is outside the vocabulary (%d)",
-			                inputs[t], t, m->c.vocab);
-	int nth = parallel_threads();
-	if (m->nscratch < nth) {
-		REAL *s = realloc(m->scratch, sizeof(REAL) * (size_t)nth * (size_t)m->max_T);
-		if (!s)
-			return gpt_errf(e, "out of memory for attention scratch rows");
-		m->scratch = s;
-		m->nscratch = nth;
-	}
-	m->T = T;
-	m->W = window;
-	m->in = inputs;
-	m->tg = inputs;
+	if (S(setup)(m, w, inputs, NULL, T, window, e))
+		return -1;
 	m->grad = 0;
-	S(bind)(&m->tab, (REAL *)w, &m->w);
-	gpt_mask_docs(inputs, T, m->c.eot, m->docs);
-	gpt_mask_ranges(m->docs, T, window, m->c.attn_block, m->kfirst, m->qlast);
 	S(forward)(m);
 	/* the last position's logits: one row of hf against every head row */
 	const int D = m->c.dim, V = m->c.vocab;
