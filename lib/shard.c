@@ -11,6 +11,8 @@
  */
 #include "shard.h"
 
+#include "json.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -112,7 +114,7 @@ static int need_in(struct shard_reader *r, size_t k, struct gpt_err *e)
 }
 
 /* ---------------------------------------------------------------------
- * Metadata: a flat JSON object of string and integer values. Unknown
+ * Metadata: a JSON object of string and integer values (lib/json). Unknown
  * keys are ignored; a payload that is not our format is ignored.
  */
 struct meta {
@@ -120,98 +122,35 @@ struct meta {
 	int64_t tokens, docs, bytes;
 };
 
-static const char *json_ws(const char *p, const char *end)
-{
-	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-		p++;
-	return p;
-}
-
-/* A string without escapes; returns the position after it or NULL. */
-static const char *json_str(const char *p, const char *end, const char **s, size_t *n)
-{
-	if (p >= end || *p != '"')
-		return NULL;
-	const char *q = ++p;
-	while (q < end && *q != '"') {
-		if (*q == '\\' || (unsigned char)*q < 0x20)
-			return NULL;
-		q++;
-	}
-	if (q >= end)
-		return NULL;
-	*s = p;
-	*n = (size_t)(q - p);
-	return q + 1;
-}
-
-static const char *json_int(const char *p, const char *end, int64_t *v)
-{
-	if (p >= end || *p < '0' || *p > '9')
-		return NULL;
-	uint64_t x = 0;
-	while (p < end && *p >= '0' && *p <= '9') {
-		if (x > ((uint64_t)INT64_MAX - 9) / 10)
-			return NULL;
-		x = x * 10 + (uint64_t)(*p++ - '0');
-	}
-	*v = (int64_t)x;
-	return p;
-}
-
-/* 0 parsed, -1 not a flat object of strings and non-negative integers. */
+/* 0 parsed, -1 not a JSON object whose known keys have the right types
+ * ("format" a string; "tokens", "docs", "bytes" non-negative integers). */
 static int meta_parse(const char *p, size_t len, struct meta *m)
 {
-	const char *end = p + len;
 	memset(m, 0, sizeof *m);
 	m->tokens = m->docs = m->bytes = -1;
-	p = json_ws(p, end);
-	if (p >= end || *p++ != '{')
-		return -1;
-	p = json_ws(p, end);
-	if (p < end && *p == '}') {
-		p++;
-		goto done;
+	struct json *j = json_parse(p, len, NULL);
+	int rc = -1;
+	if (!j || j->type != JSON_OBJECT)
+		goto out;
+	const struct json *f = json_get(j, "format");
+	if (f) {
+		if (f->type != JSON_STRING)
+			goto out;
+		snprintf(m->format, sizeof m->format, "%s", f->str);
 	}
-	for (;;) {
-		const char *k, *s;
-		size_t kn, sn;
-		int64_t v = -1;
-		if (!(p = json_str(p, end, &k, &kn)))
-			return -1;
-		p = json_ws(p, end);
-		if (p >= end || *p++ != ':')
-			return -1;
-		p = json_ws(p, end);
-		if (p < end && *p == '"') {
-			if (!(p = json_str(p, end, &s, &sn)))
-				return -1;
-			if (kn == 6 && !memcmp(k, "format", 6))
-				snprintf(m->format, sizeof m->format, "%.*s", (int)sn, s);
-		} else {
-			if (!(p = json_int(p, end, &v)))
-				return -1;
-			if (kn == 6 && !memcmp(k, "tokens", 6))
-				m->tokens = v;
-			else if (kn == 4 && !memcmp(k, "docs", 4))
-				m->docs = v;
-			else if (kn == 5 && !memcmp(k, "bytes", 5))
-				m->bytes = v;
-		}
-		p = json_ws(p, end);
-		if (p < end && *p == ',') {
-			p = json_ws(p + 1, end);
-			continue;
-		}
-		if (p < end && *p == '}') {
-			p++;
-			break;
-		}
-		return -1;
+	struct {
+		const char *key;
+		int64_t *dst;
+	} ints[] = {{"tokens", &m->tokens}, {"docs", &m->docs}, {"bytes", &m->bytes}};
+	for (size_t i = 0; i < sizeof ints / sizeof *ints; i++) {
+		const struct json *v = json_get(j, ints[i].key);
+		if (v && json_int(v, 0, INT64_MAX, ints[i].dst))
+			goto out;
 	}
-done:
-	p = json_ws(p, end);
-	return p == end ? 0 : -1;
+	rc = 0;
+out:
+	json_free(j);
+	return rc;
 }
 
 /* Parse (or skip) the skippable frames before the first zstd frame. */
