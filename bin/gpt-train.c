@@ -142,6 +142,8 @@ int main(int argc, char **argv)
 		cli_usage_error(&cli, "give exactly one of --weights and --resume");
 	if (!o.ntrain)
 		cli_usage_error(&cli, "no training shards (--train PATTERN)");
+	if (o.output && !strcmp(o.output, "-"))
+		cli_usage_error(&cli, "-o -: standard output carries the JSON log; give a file name");
 	int status = train_run(&o);
 	free(train);
 	free(val);

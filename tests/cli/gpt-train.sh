@@ -26,6 +26,8 @@ t_run "bad device" 2 gpt-train -w init.safetensors --device tpu "${common[@]}"
 t_stderr_has "--device: 'tpu'"
 t_run "batch not a multiple" 2 gpt-train -w init.safetensors "${common[@]}" --seq-len 300 -s sched8.txt
 t_stderr_has "not a multiple"
+t_run "weights to stdout" 2 gpt-train -w init.safetensors "${common[@]}" -s sched8.txt -o -
+t_stderr_has "JSON log"
 t_run "bad schedule" 1 gpt-train -w init.safetensors "${common[@]}" -s init.safetensors
 t_stderr_has "^gpt-train: init.safetensors:1"
 
