@@ -10,6 +10,7 @@
  *   bf16_bits_to_f32, f32_to_bf16_bits   one element (round to nearest even)
  *   warp_sum, group_sum<G>       butterfly sums over a warp / G aligned lanes
  *   KREQUIRE(cond, fmt, ...)     launcher argument check: message, exit(1)
+ *   KREQUIRE_IN(fn, cond, ...)   the same, naming the launcher fn
  *   is_aligned16(p)
  *
  * bf16 tensors cross the C interface as uint16_t (the bits of a bf16).
@@ -28,10 +29,11 @@
 
 /* A launcher was called with arguments no kernel can run on: a programming
  * error of the caller, reported like a failed CUDA call. */
-#define KREQUIRE(cond, ...)                                                            \
+#define KREQUIRE(cond, ...) KREQUIRE_IN(__func__, cond, __VA_ARGS__)
+#define KREQUIRE_IN(fn, cond, ...)                                                     \
 	do {                                                                           \
 		if (!(cond)) {                                                         \
-			fprintf(stderr, "%s: %s: ", progname, __func__);               \
+			fprintf(stderr, "%s: %s: ", progname, fn);                     \
 			fprintf(stderr, __VA_ARGS__);                                  \
 			fputc('\n', stderr);                                           \
 			exit(1);                                                       \

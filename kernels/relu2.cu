@@ -42,16 +42,17 @@ relu2_bwd_kernel(uint16_t *dx, const uint16_t *dy, const uint16_t *x, size_t nve
 	bf16x8_store(dx + 8 * i, g);
 }
 
-static void relu2_check(const void *a, const void *b, const void *c, size_t n)
+static void relu2_check(const char *fn, const void *a, const void *b, const void *c, size_t n)
 {
-	KREQUIRE(n % 8 == 0, "n = %zu is not a multiple of 8", n);
-	KREQUIRE(is_aligned16(a) && is_aligned16(b) && (!c || is_aligned16(c)),
-	         "tensors must be 16-byte aligned");
+	KREQUIRE_IN(fn, n % 8 == 0, "n = %zu is not a multiple of 8", n);
+	KREQUIRE_IN(fn, a && b && is_aligned16(a) && is_aligned16(b) && (!c || is_aligned16(c)),
+	            "tensors must be non-NULL and 16-byte aligned");
+	KREQUIRE_IN(fn, n / 8 / RELU2_THREADS < 0x7fffffffu, "n = %zu too large for one grid", n);
 }
 
 extern "C" void relu2_forward(uint16_t *u, const uint16_t *x, size_t n, cudaStream_t s)
 {
-	relu2_check(u, x, NULL, n);
+	relu2_check(__func__, u, x, NULL, n);
 	size_t nvec = n / 8;
 	if (nvec == 0)
 		return;
@@ -63,7 +64,8 @@ extern "C" void relu2_forward(uint16_t *u, const uint16_t *x, size_t n, cudaStre
 extern "C" void relu2_backward(uint16_t *dx, const uint16_t *dy, const uint16_t *x, size_t n,
                                cudaStream_t s)
 {
-	relu2_check(dx, dy, x, n);
+	KREQUIRE(x, "x must not be NULL");
+	relu2_check(__func__, dx, dy, x, n);
 	size_t nvec = n / 8;
 	if (nvec == 0)
 		return;

@@ -242,17 +242,17 @@ static int rms_nv(int D)
 		}                                                                       \
 	} while (0)
 
-static void rms_check(int T, int D, const uint32_t *rows, int x_nrows)
+static void rms_check(const char *fn, int T, int D, const uint32_t *rows, int x_nrows)
 {
-	KREQUIRE(T >= 0 && D > 0 && D % 8 == 0, "bad shape T = %d, D = %d (D > 0, a multiple of 8)",
-	         T, D);
-	KREQUIRE(!rows || x_nrows >= 0, "x_nrows = %d", x_nrows);
+	KREQUIRE_IN(fn, T >= 0 && D > 0 && D % 8 == 0,
+	            "bad shape T = %d, D = %d (D > 0, a multiple of 8)", T, D);
+	KREQUIRE_IN(fn, !rows || x_nrows >= 0, "x_nrows = %d", x_nrows);
 }
 
 extern "C" void rmsnorm_forward(uint16_t *y, float *rstd, const uint16_t *x, const uint32_t *rows,
                                 int x_nrows, int T, int D, float eps, cudaStream_t s)
 {
-	rms_check(T, D, rows, x_nrows);
+	rms_check(__func__, T, D, rows, x_nrows);
 	KREQUIRE(is_aligned16(y) && is_aligned16(x), "y and x must be 16-byte aligned");
 	if (T == 0)
 		return;
@@ -267,7 +267,7 @@ extern "C" void rmsnorm_backward(uint16_t *dx, int accumulate, const uint16_t *d
                                  const float *dy2, const uint16_t *x, const uint32_t *rows,
                                  int x_nrows, const float *rstd, int T, int D, cudaStream_t s)
 {
-	rms_check(T, D, rows, x_nrows);
+	rms_check(__func__, T, D, rows, x_nrows);
 	KREQUIRE(is_aligned16(dx) && is_aligned16(dy) && is_aligned16(x) &&
 	                 (!dy2 || is_aligned16(dy2)),
 	         "dx, dy, dy2 and x must be 16-byte aligned");
