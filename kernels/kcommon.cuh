@@ -5,6 +5,10 @@
  *
  * Conversions use round-to-nearest-even (__float2bfloat16_rn), matching
  * util.h's f32_to_bf16 for every non-NaN input.
+ *
+ * Include it before any lib/ header: cuda_check.h declares progname
+ * extern "C", and util.h's later plain declaration then inherits that
+ * linkage (the other order draws nvcc warning #337).
  */
 #ifndef GPT_KCOMMON_CUH
 #define GPT_KCOMMON_CUH
