@@ -1,0 +1,309 @@
+/*
+ * head_loss.cu - chunked lm_head + softcap + cross entropy, forward and
+ * backward. See head_loss.cuh.
+ *
+ * defines: head_loss_create, head_loss_free, head_loss_bytes,
+ *          head_loss_chunk_rows, head_loss_row_cache,
+ *          head_loss_token_losses, head_loss_forward_backward,
+ *          head_loss_forward
+ *
+ * The row kernel: one block of CE_THREADS threads per token row of the
+ * chunk's logits. Pass 1 reads the bf16 row (16-byte loads when V % 8 == 0),
+ * applies the softcap in fp32 (kept in shared memory when it fits) and
+ * finds the max; pass 2 sums exp(z - max); pass 3 (backward only) writes
+ * the bf16 gradient over the row. Reductions are fixed trees (kcommon.cuh),
+ * so every output is bitwise repeatable. The target's z is read before the
+ * barrier that precedes pass 3, because without the cache pass 3
+ * overwrites the row it would be read from.
+ */
+#include "head_loss.cuh"
+#include "kcommon.cuh"
+
+#define CE_THREADS 1024
+#define MEAN_THREADS 1024
+
+struct head_loss {
+	int max_T, V, D, chunk, flags;
+	int cache; /* z kept in shared memory */
+	int vec;   /* V % 8 == 0: 16-byte row accesses */
+	uint16_t *logits; /* [chunk, V] */
+	float *losses;    /* [max_T] */
+};
+
+static __device__ __forceinline__ float softcap(float l, float cap)
+{
+	return cap > 0.0f ? cap * tanhf(l / cap) : l;
+}
+
+/* d loss / d logit of column v, given z_v, lse, the one-hot bit. */
+static __device__ __forceinline__ float ce_grad(float z, float lse, bool hot, float cap, float invT)
+{
+	float g = (expf(z - lse) - (hot ? 1.0f : 0.0f)) * invT;
+	if (cap > 0.0f) {
+		float th = z / cap;
+		g *= 1.0f - th * th;
+	}
+	return g;
+}
+
+static __device__ __forceinline__ void unpack8(uint4 r, float *f)
+{
+	f[0] = __uint_as_float(r.x << 16), f[1] = __uint_as_float(r.x & 0xffff0000u);
+	f[2] = __uint_as_float(r.y << 16), f[3] = __uint_as_float(r.y & 0xffff0000u);
+	f[4] = __uint_as_float(r.z << 16), f[5] = __uint_as_float(r.z & 0xffff0000u);
+	f[6] = __uint_as_float(r.w << 16), f[7] = __uint_as_float(r.w & 0xffff0000u);
+}
+
+template <bool GRAD, bool CACHE, bool VEC>
+__global__ void __launch_bounds__(CE_THREADS, 1)
+	k_softcap_ce(uint16_t *__restrict__ L, const uint32_t *__restrict__ targets,
+	             float *__restrict__ losses, int V, float cap, float invT)
+{
+	extern __shared__ float4 zs4[]; /* [V] floats when CACHE */
+	float *zs = reinterpret_cast<float *>(zs4);
+	__shared__ float red[33];
+	uint16_t *row = L + (size_t)blockIdx.x * (size_t)V;
+	const uint32_t y = targets[blockIdx.x];
+	const int tid = threadIdx.x;
+
+	/* pass 1: z and its max */
+	float mx = -INFINITY;
+	if (VEC) {
+		for (int i = tid * 8; i < V; i += CE_THREADS * 8) {
+			float z[8];
+			unpack8(*reinterpret_cast<const uint4 *>(row + i), z);
+#pragma unroll
+			for (int j = 0; j < 8; j++) {
+				z[j] = softcap(z[j], cap);
+				mx = fmaxf(mx, z[j]);
+			}
+			if (CACHE) {
+				zs4[i / 4] = make_float4(z[0], z[1], z[2], z[3]);
+				zs4[i / 4 + 1] = make_float4(z[4], z[5], z[6], z[7]);
+			}
+		}
+	} else {
+		for (int i = tid; i < V; i += CE_THREADS) {
+			float z = softcap(bf2f(row[i]), cap);
+			if (CACHE)
+				zs[i] = z;
+			mx = fmaxf(mx, z);
+		}
+	}
+	mx = block_max(mx, red); /* its barriers also publish zs */
+
+	float zy = 0.0f;
+	if (tid == 0 && y < (uint32_t)V)
+		zy = CACHE ? zs[y] : softcap(bf2f(row[y]), cap);
+
+	/* pass 2: sum of exp(z - max) */
+	float s = 0.0f;
+	if (VEC) {
+		for (int i = tid * 8; i < V; i += CE_THREADS * 8) {
+			float z[8];
+			if (CACHE) {
+				float4 a = zs4[i / 4], b = zs4[i / 4 + 1];
+				z[0] = a.x, z[1] = a.y, z[2] = a.z, z[3] = a.w;
+				z[4] = b.x, z[5] = b.y, z[6] = b.z, z[7] = b.w;
+			} else {
+				unpack8(*reinterpret_cast<const uint4 *>(row + i), z);
+#pragma unroll
+				for (int j = 0; j < 8; j++)
+					z[j] = softcap(z[j], cap);
+			}
+#pragma unroll
+			for (int j = 0; j < 8; j++)
+				s += expf(z[j] - mx);
+		}
+	} else {
+		for (int i = tid; i < V; i += CE_THREADS)
+			s += expf((CACHE ? zs[i] : softcap(bf2f(row[i]), cap)) - mx);
+	}
+	s = block_sum(s, red); /* every read of the row happens before this barrier */
+	const float lse = mx + logf(s);
+	if (tid == 0)
+		losses[blockIdx.x] = y < (uint32_t)V ? lse - zy : __int_as_float(0x7fc00000);
+	if (!GRAD)
+		return;
+
+	/* pass 3: the gradient over the row */
+	if (VEC) {
+		for (int i = tid * 8; i < V; i += CE_THREADS * 8) {
+			float z[8];
+			if (CACHE) {
+				float4 a = zs4[i / 4], b = zs4[i / 4 + 1];
+				z[0] = a.x, z[1] = a.y, z[2] = a.z, z[3] = a.w;
+				z[4] = b.x, z[5] = b.y, z[6] = b.z, z[7] = b.w;
+			} else {
+				unpack8(*reinterpret_cast<const uint4 *>(row + i), z);
+#pragma unroll
+				for (int j = 0; j < 8; j++)
+					z[j] = softcap(z[j], cap);
+			}
+			uint32_t o[8];
+#pragma unroll
+			for (int j = 0; j < 8; j++)
+				o[j] = f2bf(ce_grad(z[j], lse, (uint32_t)(i + j) == y, cap, invT));
+			uint4 w;
+			w.x = o[0] | o[1] << 16, w.y = o[2] | o[3] << 16;
+			w.z = o[4] | o[5] << 16, w.w = o[6] | o[7] << 16;
+			*reinterpret_cast<uint4 *>(row + i) = w;
+		}
+	} else {
+		for (int i = tid; i < V; i += CE_THREADS) {
+			float z = CACHE ? zs[i] : softcap(bf2f(row[i]), cap);
+			row[i] = f2bf(ce_grad(z, lse, (uint32_t)i == y, cap, invT));
+		}
+	}
+}
+
+/* out = (float)(sum of losses[0..T) in double / T), one block, fixed order. */
+__global__ void __launch_bounds__(MEAN_THREADS) k_mean(const float *__restrict__ losses, int T,
+                                                       float *__restrict__ out)
+{
+	__shared__ double red[33];
+	double s = 0;
+	for (int i = threadIdx.x; i < T; i += MEAN_THREADS)
+		s += (double)losses[i];
+	s = block_sum(s, red);
+	if (threadIdx.x == 0)
+		*out = (float)(s / (double)T);
+}
+
+template <bool GRAD, bool CACHE, bool VEC> static void set_smem(int V)
+{
+	CUDA_CHECK(cudaFuncSetAttribute(k_softcap_ce<GRAD, CACHE, VEC>,
+	                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+	                                CACHE ? V * (int)sizeof(float) : 0));
+}
+
+extern "C" struct head_loss *head_loss_create(int max_T, int vocab, int dim, int chunk_rows,
+                                              int flags)
+{
+	if (max_T < 1 || vocab < 1 || dim < 1)
+		KFATAL("head_loss: invalid sizes max_T=%d vocab=%d dim=%d", max_T, vocab, dim);
+	if (flags & ~HEAD_LOSS_NO_ROW_CACHE)
+		KFATAL("head_loss: unknown flags 0x%x", (unsigned)flags);
+	struct head_loss *h = (struct head_loss *)calloc(1, sizeof *h);
+	if (!h)
+		KFATAL("head_loss: out of host memory");
+	h->max_T = max_T, h->V = vocab, h->D = dim, h->flags = flags;
+	h->chunk = chunk_rows > 0 ? chunk_rows : HEAD_LOSS_CHUNK_DEFAULT;
+	if (h->chunk > max_T)
+		h->chunk = max_T;
+	h->vec = vocab % 8 == 0;
+	int dev, optin;
+	CUDA_CHECK(cudaGetDevice(&dev));
+	CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+	/* the row, plus the static reduction scratch and a margin */
+	h->cache = !(flags & HEAD_LOSS_NO_ROW_CACHE) &&
+	           (size_t)vocab * sizeof(float) + 1024 <= (size_t)optin;
+	if (h->cache) {
+		if (h->vec) {
+			set_smem<true, true, true>(vocab);
+			set_smem<false, true, true>(vocab);
+		} else {
+			set_smem<true, true, false>(vocab);
+			set_smem<false, true, false>(vocab);
+		}
+	}
+	CUDA_CHECK(cudaMalloc(&h->logits, (size_t)h->chunk * (size_t)vocab * sizeof(uint16_t)));
+	CUDA_CHECK(cudaMalloc(&h->losses, (size_t)max_T * sizeof(float)));
+	return h;
+}
+
+extern "C" void head_loss_free(struct head_loss *h)
+{
+	if (!h)
+		return;
+	cudaFree(h->logits);
+	cudaFree(h->losses);
+	free(h);
+}
+
+extern "C" size_t head_loss_bytes(const struct head_loss *h)
+{
+	return (size_t)h->chunk * (size_t)h->V * sizeof(uint16_t) + (size_t)h->max_T * sizeof(float);
+}
+
+extern "C" int head_loss_chunk_rows(const struct head_loss *h) { return h->chunk; }
+extern "C" int head_loss_row_cache(const struct head_loss *h) { return h->cache; }
+extern "C" const float *head_loss_token_losses(const struct head_loss *h) { return h->losses; }
+
+template <bool GRAD>
+static void launch_ce(const struct head_loss *h, int n, const uint32_t *targets, float *losses,
+                      float cap, float invT, cudaStream_t s)
+{
+	const size_t smem = h->cache ? (size_t)h->V * sizeof(float) : 0;
+	if (h->vec) {
+		if (h->cache)
+			k_softcap_ce<GRAD, true, true>
+				<<<n, CE_THREADS, smem, s>>>(h->logits, targets, losses, h->V, cap, invT);
+		else
+			k_softcap_ce<GRAD, false, true>
+				<<<n, CE_THREADS, 0, s>>>(h->logits, targets, losses, h->V, cap, invT);
+	} else {
+		if (h->cache)
+			k_softcap_ce<GRAD, true, false>
+				<<<n, CE_THREADS, smem, s>>>(h->logits, targets, losses, h->V, cap, invT);
+		else
+			k_softcap_ce<GRAD, false, false>
+				<<<n, CE_THREADS, 0, s>>>(h->logits, targets, losses, h->V, cap, invT);
+	}
+	CUDA_CHECK_LAST();
+}
+
+static void check_call(const struct head_loss *h, const void *x, const void *w16,
+                       const void *targets, int T, float cap)
+{
+	if (T < 1 || T > h->max_T)
+		KFATAL("head_loss: T = %d out of range [1, %d]", T, h->max_T);
+	if (!x || !w16 || !targets)
+		KFATAL("head_loss: NULL input");
+	if (!(cap >= 0.0f) || cap == INFINITY)
+		KFATAL("head_loss: softcap %g must be finite and >= 0", (double)cap);
+}
+
+static void run(struct head_loss *h, struct gemm_ctx *g, const uint16_t *x, const uint16_t *w16,
+                const uint32_t *targets, int T, float cap, uint16_t *dx, float *dw, float dw_beta,
+                float *loss, bool grad)
+{
+	const cudaStream_t s = gemm_stream(g);
+	const int V = h->V, D = h->D;
+	const float invT = 1.0f / (float)T;
+	for (int r0 = 0; r0 < T; r0 += h->chunk) {
+		const int n = T - r0 < h->chunk ? T - r0 : h->chunk;
+		const uint16_t *xc = x + (size_t)r0 * D;
+		gemm_fwd(g, h->logits, xc, w16, n, V, D);
+		if (!grad) {
+			launch_ce<false>(h, n, targets + r0, h->losses + r0, cap, invT, s);
+			continue;
+		}
+		launch_ce<true>(h, n, targets + r0, h->losses + r0, cap, invT, s);
+		gemm_bwd_dx(g, dx + (size_t)r0 * D, h->logits, w16, n, V, D, 0.0f);
+		gemm_bwd_dw(g, dw, h->logits, xc, n, V, D, r0 == 0 ? dw_beta : 1.0f);
+	}
+	if (loss) {
+		k_mean<<<1, MEAN_THREADS, 0, s>>>(h->losses, T, loss);
+		CUDA_CHECK_LAST();
+	}
+}
+
+extern "C" void head_loss_forward_backward(struct head_loss *h, struct gemm_ctx *g,
+                                           const uint16_t *x, const uint16_t *w16,
+                                           const uint32_t *targets, int T, float softcap,
+                                           uint16_t *dx, float *dw, float dw_beta, float *loss)
+{
+	check_call(h, x, w16, targets, T, softcap);
+	if (!dx || !dw)
+		KFATAL("head_loss: NULL gradient output");
+	run(h, g, x, w16, targets, T, softcap, dx, dw, dw_beta, loss, true);
+}
+
+extern "C" void head_loss_forward(struct head_loss *h, struct gemm_ctx *g, const uint16_t *x,
+                                  const uint16_t *w16, const uint32_t *targets, int T,
+                                  float softcap, float *loss)
+{
+	check_call(h, x, w16, targets, T, softcap);
+	run(h, g, x, w16, targets, T, softcap, NULL, NULL, 0.0f, loss, false);
+}
