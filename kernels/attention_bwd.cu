@@ -58,7 +58,7 @@ attn_dkdv_kernel(bf16 *__restrict__ dk, bf16 *__restrict__ dv, const bf16 *__res
                  const int32_t *__restrict__ dlo, const int32_t *__restrict__ dhi,
                  const int32_t *__restrict__ qb_last, int T, int H, int nb)
 {
-	extern __shared__ __align__(128) unsigned char smem[];
+	ATT_DYN_SMEM(smem);
 	const int kb = blockIdx.x, h = blockIdx.y;
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
 	const size_t rs = (size_t)H * ATTN_HEAD_DIM, hoff = (size_t)h * ATTN_HEAD_DIM;
@@ -203,7 +203,7 @@ attn_dq_kernel(bf16 *__restrict__ dq, const bf16 *__restrict__ q, const bf16 *__
                const int32_t *__restrict__ dhi, const int32_t *__restrict__ kb_first, int T,
                int H, int nb)
 {
-	extern __shared__ __align__(128) unsigned char smem[];
+	ATT_DYN_SMEM(smem);
 	const int qb = nb - 1 - (int)blockIdx.x, h = blockIdx.y;
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
 	const size_t rs = (size_t)H * ATTN_HEAD_DIM, hoff = (size_t)h * ATTN_HEAD_DIM;
@@ -324,19 +324,20 @@ extern "C" int attn_backward(void *dq, void *dk, void *dv, const void *dy, const
 	const bf16 *Q = (const bf16 *)q, *K = (const bf16 *)k, *V = (const bf16 *)v;
 	const bf16 *dY = (const bf16 *)dy;
 	const int rows = T * heads;
-	attn_delta_kernel<<<(rows + 7) / 8, 256, 0, s>>>(m->delta, dY, (const bf16 *)y, T, heads);
+	ATT_LAUNCH(attn_delta_kernel, (rows + 7) / 8, 256, 0, s, m->delta, dY, (const bf16 *)y, T,
+	           heads);
 	CUDA_CHECK_LAST();
 	CUDA_CHECK(cudaFuncSetAttribute(attn_dkdv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
 	                                ATT_DKV_SMEM));
-	attn_dkdv_kernel<<<dim3(nb, heads), ATT_THREADS, ATT_DKV_SMEM, s>>>(
-		(bf16 *)dk, (bf16 *)dv, Q, K, V, dY, lse, m->delta, m->docs, m->docs_low,
-		m->docs_high, m->qb_last, T, heads, nb);
+	ATT_LAUNCH(attn_dkdv_kernel, dim3(nb, heads), ATT_THREADS, ATT_DKV_SMEM, s, (bf16 *)dk,
+	           (bf16 *)dv, Q, K, V, dY, lse, m->delta, m->docs, m->docs_low, m->docs_high,
+	           m->qb_last, T, heads, nb);
 	CUDA_CHECK_LAST();
 	CUDA_CHECK(cudaFuncSetAttribute(attn_dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
 	                                ATT_DQ_SMEM));
-	attn_dq_kernel<<<dim3(nb, heads), ATT_THREADS, ATT_DQ_SMEM, s>>>(
-		(bf16 *)dq, Q, K, V, dY, lse, m->delta, m->docs, m->docs_low, m->docs_high,
-		m->kb_first, T, heads, nb);
+	ATT_LAUNCH(attn_dq_kernel, dim3(nb, heads), ATT_THREADS, ATT_DQ_SMEM, s, (bf16 *)dq, Q, K,
+	           V, dY, lse, m->delta, m->docs, m->docs_low, m->docs_high, m->kb_first, T, heads,
+	           nb);
 	CUDA_CHECK_LAST();
 	return 0;
 }

@@ -29,7 +29,7 @@ attn_fwd_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__res
                 const int32_t *__restrict__ dhi, const int32_t *__restrict__ kb_first, int T,
                 int H, int nb)
 {
-	extern __shared__ __align__(128) unsigned char smem[];
+	ATT_DYN_SMEM(smem);
 	const int qb = nb - 1 - (int)blockIdx.x, h = blockIdx.y;
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
 	const size_t rs = (size_t)H * ATTN_HEAD_DIM, hoff = (size_t)h * ATTN_HEAD_DIM;
@@ -173,9 +173,9 @@ extern "C" int attn_forward(void *y, float *lse, const void *q, const void *k, c
 	const int nb = m->T / ATTN_BLOCK;
 	CUDA_CHECK(cudaFuncSetAttribute(attn_fwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
 	                                ATT_FWD_SMEM));
-	attn_fwd_kernel<<<dim3(nb, heads), ATT_THREADS, ATT_FWD_SMEM, s>>>(
-		(bf16 *)y, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, m->docs,
-		m->docs_low, m->docs_high, m->kb_first, m->T, heads, nb);
+	ATT_LAUNCH(attn_fwd_kernel, dim3(nb, heads), ATT_THREADS, ATT_FWD_SMEM, s, (bf16 *)y, lse,
+	           (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, m->docs, m->docs_low,
+	           m->docs_high, m->kb_first, m->T, heads, nb);
 	CUDA_CHECK_LAST();
 	return 0;
 }

@@ -29,10 +29,25 @@
 #ifndef GPT_ATTENTION_IMPL_CUH
 #define GPT_ATTENTION_IMPL_CUH
 
-#include <cuda_bf16.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "attention.cuh"
+
+#ifdef ATT_EMULATE
+/* Host emulation (tests/gpu/emu): the same kernels as plain C++, one
+ * coroutine per CUDA thread; emu.h supplies the CUDA built-ins and the
+ * att_cp16/att_ldsm/att_mma family below. */
+#include "emu.h"
+#define ATT_DYN_SMEM(name) unsigned char *name = emu_shared
+#define ATT_LAUNCH(kern, grid, block, smem, stream, ...) \
+	emu_launch(dim3(grid), dim3(block), (smem), (const void *)&kern, [&] { kern(__VA_ARGS__); })
+#else
+#include <cuda_bf16.h>
+#define ATT_DYN_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#define ATT_LAUNCH(kern, grid, block, smem, stream, ...) \
+	kern<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
+#endif
 
 typedef __nv_bfloat16 bf16;
 
@@ -42,6 +57,7 @@ typedef __nv_bfloat16 bf16;
 #define ATT_LOG2E 1.4426950408889634f
 #define ATT_SCALE 0.08838834764831845f      /* 1/sqrt(128) */
 
+#ifndef ATT_EMULATE
 __device__ __forceinline__ uint32_t att_smem(const void *p)
 {
 	return (uint32_t)__cvta_generic_to_shared(p);
@@ -84,11 +100,15 @@ __device__ __forceinline__ void att_mma(float c[4], const uint32_t a[4], uint32_
 	             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+#endif /* !ATT_EMULATE */
+
 /* Two floats to packed bf16 (lo in the low half: the lower column). */
 __device__ __forceinline__ uint32_t att_pack(float lo, float hi)
 {
 	__nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-	return *reinterpret_cast<uint32_t *>(&v);
+	uint32_t u;
+	memcpy(&u, &v, 4);
+	return u;
 }
 
 /* Byte offset of (row, col) in a padded tile. */

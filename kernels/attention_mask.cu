@@ -143,8 +143,8 @@ extern "C" int attn_mask_build(struct attn_mask *m, const uint32_t *tokens, int 
 	if (!tokens)
 		return gpt_errf(e, "attention: no tokens");
 	const int nb = T / ATTN_BLOCK, W = window < nb ? window : nb;
-	attn_mask_kernel<<<1, MASK_THREADS, 0, s>>>(tokens, T, eot, W, m->docs, m->docs_low,
-	                                            m->docs_high, m->kb_first, m->qb_last);
+	ATT_LAUNCH(attn_mask_kernel, 1, MASK_THREADS, 0, s, tokens, T, eot, W, m->docs, m->docs_low,
+	           m->docs_high, m->kb_first, m->qb_last);
 	CUDA_CHECK_LAST();
 	m->T = T, m->window = W;
 	return 0;

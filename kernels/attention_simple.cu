@@ -138,9 +138,8 @@ extern "C" int attn_forward_simple(void *y, float *lse, const void *q, const voi
 	if (attn_check_args(m, heads, head_dim, ptrs, 5, "forward", e))
 		return -1;
 	const int rows = m->T * heads;
-	attn_fwd_simple_kernel<<<(rows + 7) / 8, 256, 0, s>>>((bf16 *)y, lse, (const bf16 *)q,
-	                                                       (const bf16 *)k, (const bf16 *)v,
-	                                                       m->docs, m->kb_first, m->T, heads);
+	ATT_LAUNCH(attn_fwd_simple_kernel, (rows + 7) / 8, 256, 0, s, (bf16 *)y, lse, (const bf16 *)q,
+	           (const bf16 *)k, (const bf16 *)v, m->docs, m->kb_first, m->T, heads);
 	CUDA_CHECK_LAST();
 	return 0;
 }
@@ -156,13 +155,13 @@ extern "C" int attn_backward_simple(void *dq, void *dk, void *dv, const void *dy
 	const int T = m->T, rows = T * heads, grid = (rows + 7) / 8;
 	const bf16 *Q = (const bf16 *)q, *K = (const bf16 *)k, *V = (const bf16 *)v;
 	const bf16 *dY = (const bf16 *)dy;
-	attn_delta_kernel<<<grid, 256, 0, s>>>(m->delta, dY, (const bf16 *)y, T, heads);
+	ATT_LAUNCH(attn_delta_kernel, grid, 256, 0, s, m->delta, dY, (const bf16 *)y, T, heads);
 	CUDA_CHECK_LAST();
-	attn_dq_simple_kernel<<<grid, 256, 0, s>>>((bf16 *)dq, Q, K, V, dY, lse, m->delta, m->docs,
-	                                           m->kb_first, T, heads);
+	ATT_LAUNCH(attn_dq_simple_kernel, grid, 256, 0, s, (bf16 *)dq, Q, K, V, dY, lse, m->delta,
+	           m->docs, m->kb_first, T, heads);
 	CUDA_CHECK_LAST();
-	attn_dkdv_simple_kernel<<<grid, 256, 0, s>>>((bf16 *)dk, (bf16 *)dv, Q, K, V, dY, lse,
-	                                             m->delta, m->docs, m->qb_last, T, heads);
+	ATT_LAUNCH(attn_dkdv_simple_kernel, grid, 256, 0, s, (bf16 *)dk, (bf16 *)dv, Q, K, V, dY,
+	           lse, m->delta, m->docs, m->qb_last, T, heads);
 	CUDA_CHECK_LAST();
 	return 0;
 }
