@@ -1,0 +1,185 @@
+/*
+ * attention_impl.cuh - internals shared by the attention kernels (CUDA
+ * only; the public interface is attention.cuh).
+ *
+ * Contents: tile geometry; inline-PTX wrappers for cp.async, ldmatrix and
+ * mma.sync m16n8k16 bf16; the 128 x 128 bf16 tile loader; fragment
+ * addressing; the argument check every launcher runs.
+ *
+ * Shared-memory tiles hold 128 rows of 128 bf16 (256 bytes) padded to 272
+ * bytes per row, so the 8 row addresses of one ldmatrix 8x8 matrix fall in
+ * 8 different 4-bank groups (no conflicts) and every row stays 16-byte
+ * aligned for cp.async.
+ *
+ * Fragment layouts (PTX ISA, mma.m16n8k16, lane = 4 g + t):
+ *   A 16x16 row-major: a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..),
+ *     a3 (g+8, 2t+8..);
+ *   B 16x8 "col": b0 (k = 2t..2t+1, n = g), b1 (k = 2t+8.., n = g);
+ *   C 16x8 fp32: c0, c1 (g, 2t..2t+1), c2, c3 (g+8, 2t..2t+1).
+ * Address helpers (one lane address each, for ldmatrix .x4):
+ *   frag_a:   A rows r0.., cols c0.. of a row-major tile (also the B operand
+ *             of the .trans form, for B[k][n] stored as tile[k][n]):
+ *             row r0 + (lane & 15), col c0 + 8 (lane >> 4);
+ *   frag_bt:  B for two n-tiles from a tile stored as [n][k] (B = tile^T):
+ *             row n0 + (lane & 7) + 8 (lane >> 4), col k0 + 8 ((lane >> 3) & 1);
+ *             registers 0,1 = b0,b1 of n-tile n0, 2,3 = b0,b1 of n0+8.
+ *   With .trans and frag_v (tile[k][n]): row k0 + (lane & 7) + 8 ((lane >> 3) & 1),
+ *             col n0 + 8 (lane >> 4); registers 0,1 = n-tile n0, 2,3 = n0+8.
+ */
+#ifndef GPT_ATTENTION_IMPL_CUH
+#define GPT_ATTENTION_IMPL_CUH
+
+#include <stdint.h>
+#include <string.h>
+
+#include "attention.cuh"
+
+#ifdef ATT_EMULATE
+/* Host emulation (tests/gpu/emu): the same kernels as plain C++, one
+ * coroutine per CUDA thread; emu.h supplies the CUDA built-ins and the
+ * att_cp16/att_ldsm/att_mma family below. */
+#include "emu.h"
+#define ATT_DYN_SMEM(name) unsigned char *name = emu_shared
+#define ATT_LAUNCH(kern, grid, block, smem, stream, ...) \
+	emu_launch(dim3(grid), dim3(block), (smem), (const void *)&kern, [&] { kern(__VA_ARGS__); })
+#else
+#include <cuda_bf16.h>
+#define ATT_DYN_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#define ATT_LAUNCH(kern, grid, block, smem, stream, ...) \
+	kern<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
+#endif
+
+typedef __nv_bfloat16 bf16;
+
+#define ATT_THREADS 256                     /* 8 warps, 16 rows each */
+#define ATT_ROWB 272                        /* bytes per padded tile row */
+#define ATT_TILEB (ATTN_BLOCK * ATT_ROWB)   /* 34816 bytes per tile */
+#define ATT_LOG2E 1.4426950408889634f
+#define ATT_SCALE 0.08838834764831845f      /* 1/sqrt(128) */
+
+#ifndef ATT_EMULATE
+__device__ __forceinline__ uint32_t att_smem(const void *p)
+{
+	return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void att_cp16(uint32_t dst, const void *src)
+{
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void att_cp_commit(void)
+{
+	asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N> __device__ __forceinline__ void att_cp_wait(void)
+{
+	asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void att_ldsm(uint32_t r[4], uint32_t addr)
+{
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+	             : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+	             : "r"(addr)
+	             : "memory");
+}
+__device__ __forceinline__ void att_ldsm_t(uint32_t r[4], uint32_t addr)
+{
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+	             : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+	             : "r"(addr)
+	             : "memory");
+}
+
+/* c += a * b, 16x8x16, bf16 in, fp32 accumulate. */
+__device__ __forceinline__ void att_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+	             "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+	             : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+	             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+#endif /* !ATT_EMULATE */
+
+/* Two floats to packed bf16 (lo in the low half: the lower column). */
+__device__ __forceinline__ uint32_t att_pack(float lo, float hi)
+{
+	__nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+	uint32_t u;
+	memcpy(&u, &v, 4);
+	return u;
+}
+
+/* Byte offset of (row, col) in a padded tile. */
+__device__ __forceinline__ uint32_t att_off(int row, int col)
+{
+	return (uint32_t)(row * ATT_ROWB + col * 2);
+}
+__device__ __forceinline__ uint32_t frag_a(int lane, int r0, int c0)
+{
+	return att_off(r0 + (lane & 15), c0 + 8 * (lane >> 4));
+}
+__device__ __forceinline__ uint32_t frag_bt(int lane, int n0, int k0)
+{
+	return att_off(n0 + (lane & 7) + 8 * (lane >> 4), k0 + 8 * ((lane >> 3) & 1));
+}
+__device__ __forceinline__ uint32_t frag_v(int lane, int k0, int n0)
+{
+	return att_off(k0 + (lane & 7) + 8 * ((lane >> 3) & 1), n0 + 8 * (lane >> 4));
+}
+
+/* Start the copy of 128 rows x 128 bf16 (row i at g + i * rs elements) into
+ * the padded tile at shared address s; all ATT_THREADS threads call it. */
+__device__ __forceinline__ void att_load_tile(uint32_t s, const bf16 *g, size_t rs, int tid)
+{
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		int c = tid + i * ATT_THREADS, r = c >> 4, c16 = c & 15;
+		att_cp16(s + (uint32_t)(r * ATT_ROWB + c16 * 16), g + (size_t)r * rs + c16 * 8);
+	}
+}
+
+/* Write a warp's 16 x 128 fp32 accumulator (n-tile d = columns 8d..8d+7),
+ * rows scaled by f0 (row g) and f1 (row g+8), as bf16 to global rows
+ * out + r * rs, r = 0..15, staged through the warp's own 16 rows of the
+ * padded tile at stage (generic pointer) for 16-byte stores. */
+__device__ __forceinline__ void att_store_rows(bf16 *out, size_t rs, unsigned char *stage,
+                                               const float acc[16][4], float f0, float f1,
+                                               int lane)
+{
+	const int g = lane >> 2, t = lane & 3;
+	__syncwarp();
+#pragma unroll
+	for (int d = 0; d < 16; d++) {
+		*reinterpret_cast<uint32_t *>(stage + g * ATT_ROWB + (8 * d + 2 * t) * 2) =
+			att_pack(acc[d][0] * f0, acc[d][1] * f0);
+		*reinterpret_cast<uint32_t *>(stage + (g + 8) * ATT_ROWB + (8 * d + 2 * t) * 2) =
+			att_pack(acc[d][2] * f1, acc[d][3] * f1);
+	}
+	__syncwarp();
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		int c = lane + 32 * i, r = c >> 4, c16 = c & 15;
+		uint4 val = *reinterpret_cast<const uint4 *>(stage + r * ATT_ROWB + c16 * 16);
+		*reinterpret_cast<uint4 *>(out + (size_t)r * rs + c16 * 8) = val;
+	}
+}
+
+/* Argument checks shared by the launchers (attention_mask.cu): mask built,
+ * heads within capacity, head_dim 128, the n pointers non-NULL and 16-byte
+ * aligned. 0, or -1 with a message naming `what`. */
+int attn_check_args(const struct attn_mask *m, int heads, int head_dim, const void *const *ptrs,
+                    int n, const char *what, struct gpt_err *e);
+
+/* delta[h, t] = dy[t, h, :] . y[t, h, :] (attention_bwd.cu); grid of
+ * ceil(T H / 8) blocks of 256 threads, one warp per row. */
+__global__ void attn_delta_kernel(float *__restrict__ delta, const bf16 *__restrict__ dy,
+                                  const bf16 *__restrict__ y, int T, int H);
+
+/* Dynamic shared memory of the tensor-core kernels. */
+#define ATT_FWD_SMEM (5 * ATT_TILEB)
+#define ATT_DQ_SMEM (6 * ATT_TILEB)
+#define ATT_DKV_SMEM (6 * ATT_TILEB + 4 * ATTN_BLOCK * 4)
+
+#endif

@@ -1,0 +1,368 @@
+/*
+ * emu.cpp - host emulation of the CUDA runtime and of the warp-level
+ * built-ins used by the attention kernels. See emu.h.
+ *
+ * Threads are coroutines run round-robin by one OS thread (entered first
+ * through makecontext/swapcontext on their own stack, then switched with
+ * _setjmp/_longjmp, which skip the signal-mask system call; the build
+ * undefines _FORTIFY_SOURCE, whose longjmp check rejects stack changes); a
+ * barrier (block or warp) makes a coroutine yield until all live threads
+ * of its group have arrived. A scheduler round in which no thread arrives
+ * anywhere, leaves or finishes is a deadlock and aborts.
+ */
+#include "emu.h"
+
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <ucontext.h>
+
+#include <deque>
+#include <map>
+#include <vector>
+
+dim3 threadIdx, blockIdx, blockDim, gridDim;
+alignas(128) unsigned char emu_shared[EMU_SMEM_BYTES];
+
+static void emu_die(const char *what)
+{
+	fprintf(stderr, "emu: block (%u,%u,%u) thread %u: %s\n", blockIdx.x, blockIdx.y, blockIdx.z,
+	        threadIdx.x, what);
+	abort();
+}
+
+/* ---- bf16 (round to nearest even) ---- */
+uint16_t emu_f2bf(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	if ((u & 0x7fffffffu) > 0x7f800000u)
+		return (uint16_t)((u >> 16) | 0x40);
+	return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+float emu_bf2f(uint16_t h)
+{
+	uint32_t u = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+/* ---- scheduler ---- */
+struct cp_op {
+	uint32_t dst;
+	const void *src;
+};
+struct thr {
+	ucontext_t ctx;
+	jmp_buf jb;
+	bool done, started;
+	std::vector<cp_op> open;              /* issued, not committed */
+	std::deque<std::vector<cp_op>> groups; /* committed, not retired */
+};
+struct bar {
+	int count = 0;
+	unsigned gen = 0;
+};
+
+static const size_t STACK = 256 * 1024;
+static std::vector<thr> th;
+static char *stacks;
+static ucontext_t sched;
+static jmp_buf sched_jb;
+static int cur, nthr, live;
+static uint64_t progress;
+static const std::function<void()> *body;
+static bar block_bar, warp_bar[32];
+static size_t smem_limit;
+static int cp_defer = 1;
+
+struct warp_x {
+	uint32_t addr[32], a[32][4], b[32][2];
+	float c[32][4], f[32];
+};
+static warp_x wx[32];
+
+static void yield_(void)
+{
+	if (!_setjmp(th[cur].jb))
+		_longjmp(sched_jb, 1);
+}
+
+static int live_in_warp(int w)
+{
+	int n = 0;
+	for (int i = w * 32; i < nthr && i < w * 32 + 32; i++)
+		n += !th[i].done;
+	return n;
+}
+
+static void barrier(bar &b, int expected)
+{
+	unsigned gen = b.gen;
+	progress++;
+	if (++b.count == expected) {
+		b.count = 0;
+		b.gen++;
+		return;
+	}
+	while (b.gen == gen)
+		yield_();
+}
+
+static void warp_sync(void) { barrier(warp_bar[threadIdx.x >> 5], live_in_warp(threadIdx.x >> 5)); }
+
+void __syncthreads(void) { barrier(block_bar, live); }
+void __syncwarp(unsigned) { warp_sync(); }
+
+float __shfl_xor_sync(unsigned, float v, int m)
+{
+	const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	wx[w].f[lane] = v;
+	warp_sync();
+	float r = wx[w].f[lane ^ m];
+	warp_sync();
+	return r;
+}
+
+static void trampoline(void)
+{
+	(*body)();
+	if (!th[cur].open.empty() || !th[cur].groups.empty())
+		emu_die("exits with cp.async copies not waited for");
+	th[cur].done = true;
+	live--;
+	progress++;
+	_longjmp(sched_jb, 1); /* never returns: its stack is dropped */
+}
+
+static void run_block(void)
+{
+	for (int i = 0; i < nthr; i++) {
+		thr &t = th[i];
+		getcontext(&t.ctx);
+		t.ctx.uc_stack.ss_sp = stacks + (size_t)i * STACK;
+		t.ctx.uc_stack.ss_size = STACK;
+		t.ctx.uc_link = NULL;
+		makecontext(&t.ctx, trampoline, 0);
+		t.done = t.started = false;
+		t.open.clear();
+		t.groups.clear();
+	}
+	live = nthr;
+	block_bar = bar();
+	for (auto &b : warp_bar)
+		b = bar();
+	while (live > 0) {
+		uint64_t p0 = progress;
+		for (int i = 0; i < nthr; i++)
+			if (!th[i].done) {
+				cur = i;
+				threadIdx = dim3((unsigned)i, 0, 0);
+				if (!_setjmp(sched_jb)) {
+					if (th[i].started)
+						_longjmp(th[i].jb, 1);
+					th[i].started = true;
+					swapcontext(&sched, &th[i].ctx);
+				}
+			}
+		if (progress == p0 && live > 0)
+			emu_die("deadlock: every live thread waits at a barrier");
+	}
+}
+
+static std::map<const void *, int> smem_attr;
+
+cudaError_t emu_set_smem_limit(const void *kernel, int bytes)
+{
+	if (bytes < 0 || bytes > EMU_SMEM_BYTES)
+		return 1;
+	smem_attr[kernel] = bytes;
+	return cudaSuccess;
+}
+
+void emu_launch(dim3 grid, dim3 block, size_t smem, const void *kernel, std::function<void()> fn)
+{
+	if (block.y != 1 || block.z != 1 || block.x > 1024 || block.x == 0)
+		emu_die("launch: bad block shape");
+	auto it = smem_attr.find(kernel);
+	if (smem > 48 * 1024 && (it == smem_attr.end() || (size_t)it->second < smem))
+		emu_die("launch: > 48 KB dynamic shared memory without cudaFuncSetAttribute");
+	if (!stacks) {
+		stacks = (char *)malloc(STACK * 1024);
+		th.resize(1024);
+		const char *m = getenv("EMU_CP");
+		cp_defer = !(m && !strcmp(m, "now"));
+	}
+	nthr = (int)block.x;
+	blockDim = block, gridDim = grid, smem_limit = smem;
+	body = &fn;
+	for (unsigned z = 0; z < grid.z; z++)
+		for (unsigned y = 0; y < grid.y; y++)
+			for (unsigned x = 0; x < grid.x; x++) {
+				blockIdx = dim3(x, y, z);
+				memset(emu_shared, 0xFF, sizeof emu_shared);
+				run_block();
+			}
+}
+
+/* ---- shared memory, cp.async ---- */
+uint32_t att_smem(const void *p)
+{
+	const unsigned char *c = (const unsigned char *)p;
+	if (c < emu_shared || c >= emu_shared + EMU_SMEM_BYTES)
+		emu_die("att_smem: not a shared-memory pointer");
+	return (uint32_t)(c - emu_shared);
+}
+
+static void check_smem(uint32_t addr, uint32_t n, const char *what)
+{
+	if (addr % 16 || (size_t)addr + n > smem_limit) {
+		char msg[160];
+		snprintf(msg, sizeof msg, "%s: shared address %u (size %u) misaligned or beyond %zu",
+		         what, addr, n, smem_limit);
+		emu_die(msg);
+	}
+}
+
+void att_cp16(uint32_t dst, const void *src)
+{
+	check_smem(dst, 16, "cp.async");
+	if ((uintptr_t)src % 16)
+		emu_die("cp.async: global source not 16-byte aligned");
+	if (cp_defer)
+		th[cur].open.push_back({dst, src});
+	else
+		memcpy(emu_shared + dst, src, 16);
+}
+
+void att_cp_commit(void)
+{
+	th[cur].groups.push_back(std::move(th[cur].open));
+	th[cur].open.clear();
+}
+
+void emu_cp_wait(int n)
+{
+	auto &g = th[cur].groups;
+	while ((int)g.size() > n) {
+		for (const cp_op &op : g.front())
+			memcpy(emu_shared + op.dst, op.src, 16);
+		g.pop_front();
+	}
+}
+
+/* ---- ldmatrix ---- */
+static void ldsm(uint32_t r[4], uint32_t addr, bool trans)
+{
+	const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	check_smem(addr, 16, "ldmatrix");
+	wx[w].addr[lane] = addr;
+	warp_sync();
+	for (int i = 0; i < 4; i++) {
+		const uint32_t *rows = wx[w].addr + 8 * i; /* row j of matrix i: lane 8i + j */
+		uint16_t lo, hi;
+		if (!trans) { /* row lane/4, columns 2(lane%4), +1 */
+			memcpy(&lo, emu_shared + rows[lane >> 2] + 4 * (lane & 3), 2);
+			memcpy(&hi, emu_shared + rows[lane >> 2] + 4 * (lane & 3) + 2, 2);
+		} else { /* rows 2(lane%4), +1, column lane/4 */
+			memcpy(&lo, emu_shared + rows[2 * (lane & 3)] + 2 * (lane >> 2), 2);
+			memcpy(&hi, emu_shared + rows[2 * (lane & 3) + 1] + 2 * (lane >> 2), 2);
+		}
+		r[i] = (uint32_t)lo | (uint32_t)hi << 16;
+	}
+	warp_sync();
+}
+void att_ldsm(uint32_t r[4], uint32_t addr) { ldsm(r, addr, false); }
+void att_ldsm_t(uint32_t r[4], uint32_t addr) { ldsm(r, addr, true); }
+
+/* ---- mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32 ---- */
+static float frag_bf(uint32_t reg, int half) { return emu_bf2f((uint16_t)(reg >> (16 * half))); }
+
+void att_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+	const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	warp_x &x = wx[w];
+	memcpy(x.a[lane], a, 16);
+	x.b[lane][0] = b0, x.b[lane][1] = b1;
+	warp_sync();
+	const int g = lane >> 2, t = lane & 3;
+	float out[4];
+	for (int i = 0; i < 4; i++) {
+		const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1); /* c0..c3 */
+		double s = c[i];
+		for (int k = 0; k < 16; k++) {
+			/* A[row][k]: lane 4 (row%8) + (k%8)/2, register (row>=8) + 2 (k>=8) */
+			float av = frag_bf(x.a[4 * (row & 7) + ((k & 7) >> 1)][(row >= 8) + 2 * (k >= 8)],
+			                   k & 1);
+			/* B[k][col]: lane 4 col + (k%8)/2, register k>=8 */
+			float bv = frag_bf(x.b[4 * col + ((k & 7) >> 1)][k >= 8], k & 1);
+			s += (double)av * bv;
+		}
+		out[i] = (float)s;
+	}
+	warp_sync();
+	memcpy(c, out, 16);
+}
+
+/* ---- runtime ---- */
+extern "C" {
+cudaError_t cudaMalloc(void **p, size_t n)
+{
+	*p = aligned_alloc(256, (n + 255) / 256 * 256 + 256);
+	if (!*p)
+		return 2;
+	memset(*p, 0xA5, n); /* garbage, as on a device */
+	return cudaSuccess;
+}
+cudaError_t cudaFree(void *p)
+{
+	free(p);
+	return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void *d, const void *s, size_t n, enum cudaMemcpyKind)
+{
+	memmove(d, s, n);
+	return cudaSuccess;
+}
+cudaError_t cudaMemset(void *p, int v, size_t n)
+{
+	memset(p, v, n);
+	return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
+cudaError_t cudaGetDeviceCount(int *n)
+{
+	*n = 1;
+	return cudaSuccess;
+}
+struct emu_event {
+	double t;
+};
+cudaError_t cudaEventCreate(cudaEvent_t *e)
+{
+	*e = new emu_event{0};
+	return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	e->t = ts.tv_sec + 1e-9 * ts.tv_nsec;
+	return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
+{
+	*ms = (float)((b->t - a->t) * 1e3);
+	return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e)
+{
+	delete e;
+	return cudaSuccess;
+}
+}

@@ -1,0 +1,95 @@
+/*
+ * emu.h - CUDA built-ins for the host emulation of the attention kernels
+ * (included by kernels/attention_impl.cuh when ATT_EMULATE is defined).
+ *
+ * Every CUDA thread of a block is a coroutine (emu.cpp); __syncthreads,
+ * __syncwarp and every warp collective (shuffle, ldmatrix, mma.sync) are
+ * barriers among the coroutines of the block or warp. ldmatrix and mma use
+ * the fragment layouts of the PTX ISA (ldmatrix: thread i receives row
+ * i/4, elements 2(i%4), 2(i%4)+1 of each 8x8 matrix, or with .trans the
+ * transposed element pairs; mma m16n8k16: a0..a3, b0..b1, c0..c3 as in
+ * attention_impl.cuh), written here independently of the kernels' address
+ * helpers. cp.async copies happen at issue (EMU_CP=now) or only when the
+ * issuing thread's cp.async.wait_group retires their group (EMU_CP=defer,
+ * the default), so a missing wait reads stale shared memory. Shared memory
+ * is filled with 0xFF (NaN) at each block start; ldmatrix and cp.async
+ * check alignment and bounds.
+ */
+#ifndef EMU_H
+#define EMU_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <functional>
+
+#include "cuda_runtime.h"
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+
+#define EMU_SMEM_BYTES 232448
+
+extern dim3 threadIdx, blockIdx, blockDim, gridDim;
+extern unsigned char emu_shared[EMU_SMEM_BYTES];
+
+struct __nv_bfloat16 {
+	uint16_t r;
+};
+struct __nv_bfloat162 {
+	__nv_bfloat16 x, y;
+};
+struct float2 {
+	float x, y;
+};
+struct uint2 {
+	uint32_t x, y;
+};
+struct __attribute__((aligned(16))) uint4 {
+	uint32_t x, y, z, w;
+};
+
+uint16_t emu_f2bf(float f);
+float emu_bf2f(uint16_t h);
+inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b)
+{
+	__nv_bfloat162 v;
+	v.x.r = emu_f2bf(a);
+	v.y.r = emu_f2bf(b);
+	return v;
+}
+inline float2 __bfloat1622float2(__nv_bfloat162 v)
+{
+	float2 f;
+	f.x = emu_bf2f(v.x.r);
+	f.y = emu_bf2f(v.y.r);
+	return f;
+}
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+
+void __syncthreads(void);
+void __syncwarp(unsigned mask = 0xffffffffu);
+float __shfl_xor_sync(unsigned mask, float v, int lanemask);
+
+uint32_t att_smem(const void *p);
+void att_cp16(uint32_t dst, const void *src);
+void att_cp_commit(void);
+void emu_cp_wait(int n);
+template <int N> inline void att_cp_wait(void) { emu_cp_wait(N); }
+void att_ldsm(uint32_t r[4], uint32_t addr);
+void att_ldsm_t(uint32_t r[4], uint32_t addr);
+void att_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
+
+/* Runs fn as every thread of every block, blocks one after another. A
+ * kernel launched with more than 48 KB of dynamic shared memory must have
+ * had cudaFuncSetAttribute raise its limit (as on the device). */
+void emu_launch(dim3 grid, dim3 block, size_t smem, const void *kernel, std::function<void()> fn);
+
+#endif

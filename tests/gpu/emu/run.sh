@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# run.sh - build tests/gpu/gpu_attention.c against the attention kernels
+# compiled for the host emulation (emu.h, emu.cpp) and run it: a check of
+# the kernels' logic (indexing, fragment layouts, pipelines, masks) on a
+# machine without a GPU. Slow: one coroutine per CUDA thread.
+#   tests/gpu/emu/run.sh [BUILD_DIR]     (after make; needs g++)
+# Environment: GPT_ATTN_MAX_T (default 512 here) limits the cases to small
+# T; CK_RUN_CASE / CK_RUN_SUITE select tests as usual; EMU_CP=now|defer
+# (default defer) chooses when cp.async copies land.
+set -eu
+B=${1:-build}
+top=$(cd "$(dirname "$0")/../../.." && pwd)
+cd "$top"
+o=$B/emu
+mkdir -p "$o"
+CXX=${CXX:-g++}
+CC=${CC:-cc}
+flags="-O2 -g -DATT_EMULATE -Itests/gpu/emu -Ilib -Ikernels -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas"
+for f in attention_mask attention_fwd attention_bwd attention_simple device; do
+	$CXX -std=c++17 $flags -x c++ -c kernels/$f.cu -o "$o/$f.o"
+done
+$CXX -std=c++17 $flags -U_FORTIFY_SOURCE -c tests/gpu/emu/emu.cpp -o "$o/emu.o"
+$CC -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wno-unused-parameter -Itests/gpu/emu -Ilib \
+	-Ikernels -Itests/unit $(pkg-config --cflags check 2>/dev/null) \
+	-c tests/gpu/gpu_attention.c -o "$o/gpu_attention.o"
+$CXX -o "$o/gpu_attention" "$o"/gpu_attention.o "$o"/attention_*.o "$o/device.o" "$o/emu.o" \
+	"$B/libgpt.a" $(pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm) \
+	-lzstd -lm -pthread
+GPT_ATTN_MAX_T=${GPT_ATTN_MAX_T:-512} exec "$o/gpu_attention"
