@@ -3,7 +3,7 @@
  *
  * defines: mix_lambda_forward, mix_value_forward, mix_skip_forward,
  *          residual_add, mix_lambda_backward, mix_value_backward,
- *          mix_skip_backward, mix_work_bytes, cast_f32_to_bf16
+ *          mix_skip_backward, mix_work_bytes (the fp32->bf16 cast is kernels/cast.cu)
  *
  * Forward: one thread per 8 elements. Backward: pass 1 gives each block of
  * MIX_THREADS threads a fixed tile of MIX_VPT * MIX_THREADS vectors of 8
@@ -54,17 +54,6 @@ mix_fwd_kernel(uint16_t *out, const uint16_t *a, const uint16_t *b, const float 
 			va[e] = va[e] + vb[e];
 	}
 	bf16x8_store(out + 8 * i, va);
-}
-
-__global__ void __launch_bounds__(MIX_THREADS)
-cast_kernel(uint16_t *out, const float *in, size_t nvec)
-{
-	size_t i = (size_t)blockIdx.x * MIX_THREADS + threadIdx.x;
-	if (i >= nvec)
-		return;
-	float v[8];
-	f32x8_load(in + 8 * i, v);
-	bf16x8_store(out + 8 * i, v);
 }
 
 /* Pass 1 of the backward: dA = c[0] dy; dB += c[1] dy (HAS_DB);
@@ -223,17 +212,6 @@ extern "C" void residual_add(uint16_t *out, const uint16_t *x, const uint16_t *y
 	mix_check(__func__, n, out, x, y, NULL);
 	KREQUIRE(y, "y must not be NULL");
 	mix_fwd_launch<MIX_ADD>(out, x, y, NULL, n, s);
-}
-
-extern "C" void cast_f32_to_bf16(uint16_t *out, const float *in, size_t n, cudaStream_t s)
-{
-	mix_check(__func__, n, out, in, NULL, NULL);
-	size_t nvec = n / 8;
-	if (nvec == 0)
-		return;
-	cast_kernel<<<(unsigned)((nvec + MIX_THREADS - 1) / MIX_THREADS), MIX_THREADS, 0, s>>>(
-		out, in, nvec);
-	CUDA_CHECK_LAST();
 }
 
 extern "C" size_t mix_work_bytes(size_t n)

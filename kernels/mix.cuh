@@ -35,8 +35,8 @@
  *                        later with residual_add).
  *
  * Utility:
- *   cast_f32_to_bf16     out = bf16(in), n fp32 elements (e.g. an fp32
- *                        embedding gradient rounded once per step)
+ * (the fp32 -> bf16 cast, e.g. of an fp32 embedding gradient, is
+ * cast_f32_to_bf16 in kernels/cast.cuh)
  */
 #ifndef GPT_MIX_CUH
 #define GPT_MIX_CUH
@@ -60,7 +60,6 @@ void mix_value_forward(uint16_t *out, const uint16_t *v, const uint16_t *ve, con
 void mix_skip_forward(uint16_t *out, const uint16_t *x, const uint16_t *skip, const float *w,
                       size_t n, cudaStream_t s);
 void residual_add(uint16_t *out, const uint16_t *x, const uint16_t *y, size_t n, cudaStream_t s);
-void cast_f32_to_bf16(uint16_t *out, const float *in, size_t n, cudaStream_t s);
 
 void mix_lambda_backward(uint16_t *dx, float *dx0, float *g, const uint16_t *dout,
                          const uint16_t *x, const uint16_t *x0, const float *l, size_t n,

@@ -48,6 +48,7 @@
 #include "cuda_check.h"
 #include "embedding.cuh"
 #include "mix.cuh"
+#include "cast.cuh"
 #include "model.h"
 #include "parallel.h"
 #include "qk_rotary.cuh"
