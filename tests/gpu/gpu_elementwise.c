@@ -34,7 +34,8 @@
  *                    (EOT), one token 65,536 times, T = 1, strided dy, bad
  *                    tokens skipped, rows of absent tokens untouched, two
  *                    runs (and a rebuilt plan) bitwise identical
- *   bad_args_*       launchers refuse impossible shapes (exit status 1)
+ *   bad_args         launchers refuse impossible shapes (exit status 1)
+ * Each is a Check test case of its own: CK_RUN_CASE=qk_rotary runs one.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -470,6 +471,8 @@ static void relu_case(size_t rows, size_t len, int bench)
 		BENCH("relu2_backward", 6.0 * n, relu2_backward(dout, ddy, dx_, n, 0));
 	}
 
+	if (bench) /* in place on the smaller shapes only (host time) */
+		goto out;
 	/* in place: u over x, then dx over dy */
 	relu2_forward(dx_, dx_, n, 0);
 	dsync();
@@ -484,7 +487,7 @@ static void relu_case(size_t rows, size_t len, int bench)
 	snprintf(what, sizeof what, "relu2_backward in place [%zu x %zu]", rows, len);
 	rc.ref = ref_relu_bwd;
 	check_rows(&rc);
-
+out:
 	dfree(dx_), dfree(ddy), dfree(dout);
 	free(x), free(dy), free(out);
 }
@@ -618,7 +621,7 @@ static void rms_fwd_case(int T, int D, int x_nrows, int nbad, int bench)
 	if (bench)
 		BENCH("rmsnorm_forward", 4.0 * ny + 4.0 * T,
 		      rmsnorm_forward(dy_, drstd, dx_, drows, x_nrows, T, D, EPS_RECORD, 0));
-	if (!gather) { /* in place */
+	if (!gather && !bench) { /* in place */
 		rmsnorm_forward(dx_, NULL, dx_, NULL, 0, T, D, EPS_RECORD, 0);
 		dsync();
 		download(y, dx_, 2 * ny);
@@ -694,7 +697,7 @@ static void rms_bwd_case(int T, int D, int flags, int bench)
 		BENCH(what + 17, (6.0 + (has2 ? 4 : 0) + (acc ? 4 : 0)) * ny,
 		      rmsnorm_backward(d_dx, acc, d_dy, d_dy2, d_x, d_rows, x_nrows, d_rstd, T, D,
 		                       0));
-	if (!acc && !gather && !has2) { /* dx over dy */
+	if (!acc && !gather && !has2 && !bench) { /* dx over dy */
 		rmsnorm_backward(d_dy, 0, d_dy, NULL, d_x, NULL, x_nrows, d_rstd, T, D, 0);
 		dsync();
 		download(dx, d_dy, 2 * ny);
@@ -1022,6 +1025,7 @@ static void ref_mix(const void *ctx, size_t r, double *out)
 
 static void mix_fwd_case(size_t n, size_t len, int bench)
 {
+	ck_assert(n % len == 0);
 	char what[128];
 	uint16_t *a = xmalloc(2 * n), *b = xmalloc(2 * n), *out = xmalloc(2 * n);
 	float *f = xmalloc(4 * n);
@@ -1128,6 +1132,7 @@ static void mix_bwd_run(int kind, uint16_t *d_dA, float *d_dB, float *d_g, const
 
 static void mix_bwd_case(size_t n, size_t len, int bench)
 {
+	ck_assert(n % len == 0);
 	char what[160];
 	const char *names[] = {"mix_lambda_backward", "mix_lambda_backward no dx0",
 	                       "mix_value_backward", "mix_value_backward no ve",
@@ -1223,7 +1228,7 @@ START_TEST(mix_bwd)
 	mix_bwd_case(8, 8, 0);
 	mix_bwd_case(768, 768, 0);
 	mix_bwd_case(3 * 768, 768, 0);
-	mix_bwd_case(8192 + 768, 768, 0); /* one full reduction tile and a partial one */
+	mix_bwd_case(11 * 768, 768, 0); /* one full reduction tile (8192) and a partial one */
 	mix_bwd_case((size_t)65536 * 768, 768, 1);
 	ASSERT_ALL_PASSED();
 }
@@ -1232,15 +1237,24 @@ END_TEST
 /* ------------------------------------------------------------------------
  * Embedding
  */
-/* T tokens below V, a token repeated `rep` times at random positions. */
+/* T tokens below V; token rep_tok at rep random distinct positions (and
+ * wherever the draw gives it). */
 static uint32_t *make_tokens(int T, int V, uint32_t rep_tok, int rep, const char *name)
 {
 	uint32_t *tok = xmalloc(sizeof(uint32_t) * (size_t)(T > 0 ? T : 1));
 	uint64_t s = seed_of(name);
 	for (int t = 0; t < T; t++)
 		tok[t] = (uint32_t)(splitmix(&s) % (uint64_t)V);
-	for (int i = 0; i < rep && T > 0; i++)
-		tok[splitmix(&s) % (uint64_t)T] = rep_tok;
+	/* rep distinct positions: the first rep of a partial Fisher-Yates shuffle */
+	int *perm = xmalloc(sizeof(int) * (size_t)(T > 0 ? T : 1));
+	for (int t = 0; t < T; t++)
+		perm[t] = t;
+	for (int i = 0; i < rep && i < T; i++) {
+		int j = i + (int)(splitmix(&s) % (uint64_t)(T - i)), x = perm[i];
+		perm[i] = perm[j], perm[j] = x;
+		tok[perm[i]] = rep_tok;
+	}
+	free(perm);
 	return tok;
 }
 
@@ -1484,17 +1498,20 @@ static Suite *gpu_elementwise_suite(void)
 	       (unsigned long long)base_seed, (unsigned long long)base_seed);
 	fflush(stdout);
 	Suite *s = suite_create("gpu_elementwise");
-	TCase *tc = tcase_create("kernels");
-	tcase_set_timeout(tc, 300);
-	tcase_add_test(tc, relu2);
-	tcase_add_test(tc, rmsnorm_fwd);
-	tcase_add_test(tc, rmsnorm_bwd);
-	tcase_add_test(tc, qk_rotary);
-	tcase_add_test(tc, mix_fwd);
-	tcase_add_test(tc, mix_bwd);
-	tcase_add_test(tc, embedding_fwd);
-	tcase_add_test(tc, embedding_bwd);
-	suite_add_tcase(s, tc);
+	/* one case per kernel family: CK_RUN_CASE=qk_rotary runs one */
+	const struct {
+		const char *name;
+		const TTest *test;
+	} cases[] = {{"relu2", relu2},           {"rmsnorm_fwd", rmsnorm_fwd},
+	             {"rmsnorm_bwd", rmsnorm_bwd}, {"qk_rotary", qk_rotary},
+	             {"mix_fwd", mix_fwd},       {"mix_bwd", mix_bwd},
+	             {"embedding_fwd", embedding_fwd}, {"embedding_bwd", embedding_bwd}};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		TCase *tc = tcase_create(cases[i].name);
+		tcase_set_timeout(tc, 300);
+		tcase_add_test(tc, cases[i].test);
+		suite_add_tcase(s, tc);
+	}
 	TCase *ta = tcase_create("bad_args");
 	tcase_add_exit_test(ta, bad_args_relu2, 1);
 	tcase_add_exit_test(ta, bad_args_rmsnorm, 1);
