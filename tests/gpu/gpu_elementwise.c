@@ -694,7 +694,7 @@ static void rms_bwd_case(int T, int D, int flags, int bench)
 	                      BF16_ULP, 1e-5, TOL_BF16};
 	check_rows(&rc);
 	if (bench)
-		BENCH(what + 17, (6.0 + (has2 ? 4 : 0) + (acc ? 4 : 0)) * ny,
+		BENCH(what, (6.0 + (has2 ? 4 : 0) + (acc ? 2 : 0)) * ny + 4.0 * T,
 		      rmsnorm_backward(d_dx, acc, d_dy, d_dy2, d_x, d_rows, x_nrows, d_rstd, T, D,
 		                       0));
 	if (!acc && !gather && !has2 && !bench) { /* dx over dy */
@@ -831,7 +831,7 @@ static void qk_case(int T, int H, int hd, int nf, int layout, int bench)
 	const char *lname[] = {"", " fused ld", " in place", " q only"};
 
 	/* forward */
-	uint16_t *in = xmalloc(2 * nin), *out = xmalloc(2 * nout);
+	uint16_t *in = xmalloc(2 * nin), *kin = NULL; /* host inputs (k: kin, or in + D) */
 	float *rstd = xmalloc(4 * nr);
 	fill_bf16(in, nin, "qk.in", -2, 2);
 	scale_rows(in, nin / 8, 8, "qk.scale"); /* varied magnitudes inside heads too */
@@ -840,15 +840,13 @@ static void qk_case(int T, int H, int hd, int nf, int layout, int bench)
 	const uint16_t *d_q = d_in, *d_k = two ? d_in + (layout == QK_FUSED ? D : 0) : NULL;
 	uint16_t *d_kin = NULL;
 	if (layout == QK_PLAIN || layout == QK_INPLACE) { /* k in its own buffer */
-		uint16_t *kin = xmalloc(2 * nin);
+		kin = xmalloc(2 * nin);
 		fill_bf16(kin, nin, "qk.kin", -2, 2);
 		scale_rows(kin, nin / 8, 8, "qk.kscale");
 		d_kin = dcopy(kin, 2 * nin);
 		d_k = d_kin;
-		free(out);
-		out = kin; /* reused below as the host copy of k's input */
 	}
-	const uint16_t *k_host = (layout == QK_PLAIN || layout == QK_INPLACE) ? out : in + D;
+	const uint16_t *k_host = kin ? kin : in + D;
 	uint16_t *kout = xmalloc(2 * nout), *qout = xmalloc(2 * nout);
 	float *krstd = xmalloc(4 * nr);
 	float *d_cs = nf ? dcopy(cs, 4 * (size_t)T * nf) : NULL;
@@ -978,7 +976,7 @@ static void qk_case(int T, int H, int hd, int nf, int layout, int bench)
 		dfree(d_kin);
 	if (d_cs)
 		dfree(d_cs), dfree(d_sn);
-	free(in), free(out), free(rstd), free(kout), free(qout), free(krstd);
+	free(in), free(kin), free(rstd), free(kout), free(qout), free(krstd);
 	free(dq_o), free(dk_o), free(gq), free(gk), free(cs), free(sn);
 }
 
