@@ -304,16 +304,14 @@ __global__ void emb_bwd_merge_kernel(G *grad, const float *partial, const float 
 		float acc[8];
 		f32x8_load(partial + (size_t)(2 * w + (first != base)) * D + 8 * c, acc);
 		int k = 1;
-		for (; k + 4 <= nwin; k += 4) {
-			float r0[8], r1[8], r2[8], r3[8];
-			f32x8_load(partial + (size_t)(2 * (w + k)) * D + 8 * c, r0);
-			f32x8_load(partial + (size_t)(2 * (w + k + 1)) * D + 8 * c, r1);
-			f32x8_load(partial + (size_t)(2 * (w + k + 2)) * D + 8 * c, r2);
-			f32x8_load(partial + (size_t)(2 * (w + k + 3)) * D + 8 * c, r3);
-			acc_add(acc, r0);
-			acc_add(acc, r1);
-			acc_add(acc, r2);
-			acc_add(acc, r3);
+		for (; k + 8 <= nwin; k += 8) { /* 16 loads in flight: long runs are serial */
+			float r[8][8];
+#pragma unroll
+			for (int u = 0; u < 8; u++)
+				f32x8_load(partial + (size_t)(2 * (w + k + u)) * D + 8 * c, r[u]);
+#pragma unroll
+			for (int u = 0; u < 8; u++)
+				acc_add(acc, r[u]);
 		}
 		for (; k < nwin; k++) {
 			float r0[8];

@@ -34,7 +34,8 @@
  *                    (EOT), one token 65,536 times, T = 1, strided dy, bad
  *                    tokens skipped, rows of absent tokens untouched, two
  *                    runs (and a rebuilt plan) bitwise identical
- *   bad_args_*       launchers refuse impossible shapes (exit status 1)
+ *   bad_args         launchers refuse impossible shapes (exit status 1)
+ * Each is a Check test case of its own: CK_RUN_CASE=qk_rotary runs one.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -471,6 +472,8 @@ static void relu_case(size_t rows, size_t len, int bench)
 		BENCH("relu2_backward", 6.0 * n, relu2_backward(dout, ddy, dx_, n, 0));
 	}
 
+	if (bench) /* in place on the smaller shapes only (host time) */
+		goto out;
 	/* in place: u over x, then dx over dy */
 	relu2_forward(dx_, dx_, n, 0);
 	dsync();
@@ -485,7 +488,7 @@ static void relu_case(size_t rows, size_t len, int bench)
 	snprintf(what, sizeof what, "relu2_backward in place [%zu x %zu]", rows, len);
 	rc.ref = ref_relu_bwd;
 	check_rows(&rc);
-
+out:
 	dfree(dx_), dfree(ddy), dfree(dout);
 	free(x), free(dy), free(out);
 }
@@ -619,7 +622,7 @@ static void rms_fwd_case(int T, int D, int x_nrows, int nbad, int bench)
 	if (bench)
 		BENCH("rmsnorm_forward", 4.0 * ny + 4.0 * T,
 		      rmsnorm_forward(dy_, drstd, dx_, drows, x_nrows, T, D, EPS_RECORD, 0));
-	if (!gather) { /* in place */
+	if (!gather && !bench) { /* in place */
 		rmsnorm_forward(dx_, NULL, dx_, NULL, 0, T, D, EPS_RECORD, 0);
 		dsync();
 		download(y, dx_, 2 * ny);
@@ -692,10 +695,10 @@ static void rms_bwd_case(int T, int D, int flags, int bench)
 	                      BF16_ULP, 1e-5, TOL_BF16};
 	check_rows(&rc);
 	if (bench)
-		BENCH(what + 17, (6.0 + (has2 ? 4 : 0) + (acc ? 4 : 0)) * ny,
+		BENCH(what, (6.0 + (has2 ? 4 : 0) + (acc ? 2 : 0)) * ny + 4.0 * T,
 		      rmsnorm_backward(d_dx, acc, d_dy, d_dy2, d_x, d_rows, x_nrows, d_rstd, T, D,
 		                       0));
-	if (!acc && !gather && !has2) { /* dx over dy */
+	if (!acc && !gather && !has2 && !bench) { /* dx over dy */
 		rmsnorm_backward(d_dy, 0, d_dy, NULL, d_x, NULL, x_nrows, d_rstd, T, D, 0);
 		dsync();
 		download(dx, d_dy, 2 * ny);
@@ -829,7 +832,7 @@ static void qk_case(int T, int H, int hd, int nf, int layout, int bench)
 	const char *lname[] = {"", " fused ld", " in place", " q only"};
 
 	/* forward */
-	uint16_t *in = xmalloc(2 * nin), *out = xmalloc(2 * nout);
+	uint16_t *in = xmalloc(2 * nin), *kin = NULL; /* host inputs (k: kin, or in + D) */
 	float *rstd = xmalloc(4 * nr);
 	fill_bf16(in, nin, "qk.in", -2, 2);
 	scale_rows(in, nin / 8, 8, "qk.scale"); /* varied magnitudes inside heads too */
@@ -838,15 +841,13 @@ static void qk_case(int T, int H, int hd, int nf, int layout, int bench)
 	const uint16_t *d_q = d_in, *d_k = two ? d_in + (layout == QK_FUSED ? D : 0) : NULL;
 	uint16_t *d_kin = NULL;
 	if (layout == QK_PLAIN || layout == QK_INPLACE) { /* k in its own buffer */
-		uint16_t *kin = xmalloc(2 * nin);
+		kin = xmalloc(2 * nin);
 		fill_bf16(kin, nin, "qk.kin", -2, 2);
 		scale_rows(kin, nin / 8, 8, "qk.kscale");
 		d_kin = dcopy(kin, 2 * nin);
 		d_k = d_kin;
-		free(out);
-		out = kin; /* reused below as the host copy of k's input */
 	}
-	const uint16_t *k_host = (layout == QK_PLAIN || layout == QK_INPLACE) ? out : in + D;
+	const uint16_t *k_host = kin ? kin : in + D;
 	uint16_t *kout = xmalloc(2 * nout), *qout = xmalloc(2 * nout);
 	float *krstd = xmalloc(4 * nr);
 	float *d_cs = nf ? dcopy(cs, 4 * (size_t)T * nf) : NULL;
@@ -976,7 +977,7 @@ static void qk_case(int T, int H, int hd, int nf, int layout, int bench)
 		dfree(d_kin);
 	if (d_cs)
 		dfree(d_cs), dfree(d_sn);
-	free(in), free(out), free(rstd), free(kout), free(qout), free(krstd);
+	free(in), free(kin), free(rstd), free(kout), free(qout), free(krstd);
 	free(dq_o), free(dk_o), free(gq), free(gk), free(cs), free(sn);
 }
 
@@ -1023,6 +1024,7 @@ static void ref_mix(const void *ctx, size_t r, double *out)
 
 static void mix_fwd_case(size_t n, size_t len, int bench)
 {
+	ck_assert(n % len == 0);
 	char what[128];
 	uint16_t *a = xmalloc(2 * n), *b = xmalloc(2 * n), *out = xmalloc(2 * n);
 	float *f = xmalloc(4 * n);
@@ -1129,6 +1131,7 @@ static void mix_bwd_run(int kind, uint16_t *d_dA, float *d_dB, float *d_g, const
 
 static void mix_bwd_case(size_t n, size_t len, int bench)
 {
+	ck_assert(n % len == 0);
 	char what[160];
 	const char *names[] = {"mix_lambda_backward", "mix_lambda_backward no dx0",
 	                       "mix_value_backward", "mix_value_backward no ve",
@@ -1224,7 +1227,7 @@ START_TEST(mix_bwd)
 	mix_bwd_case(8, 8, 0);
 	mix_bwd_case(768, 768, 0);
 	mix_bwd_case(3 * 768, 768, 0);
-	mix_bwd_case(8192 + 768, 768, 0); /* one full reduction tile and a partial one */
+	mix_bwd_case(11 * 768, 768, 0); /* one full reduction tile (8192) and a partial one */
 	mix_bwd_case((size_t)65536 * 768, 768, 1);
 	ASSERT_ALL_PASSED();
 }
@@ -1233,15 +1236,24 @@ END_TEST
 /* ------------------------------------------------------------------------
  * Embedding
  */
-/* T tokens below V, a token repeated `rep` times at random positions. */
+/* T tokens below V; token rep_tok at rep random distinct positions (and
+ * wherever the draw gives it). */
 static uint32_t *make_tokens(int T, int V, uint32_t rep_tok, int rep, const char *name)
 {
 	uint32_t *tok = xmalloc(sizeof(uint32_t) * (size_t)(T > 0 ? T : 1));
 	uint64_t s = seed_of(name);
 	for (int t = 0; t < T; t++)
 		tok[t] = (uint32_t)(splitmix(&s) % (uint64_t)V);
-	for (int i = 0; i < rep && T > 0; i++)
-		tok[splitmix(&s) % (uint64_t)T] = rep_tok;
+	/* rep distinct positions: the first rep of a partial Fisher-Yates shuffle */
+	int *perm = xmalloc(sizeof(int) * (size_t)(T > 0 ? T : 1));
+	for (int t = 0; t < T; t++)
+		perm[t] = t;
+	for (int i = 0; i < rep && i < T; i++) {
+		int j = i + (int)(splitmix(&s) % (uint64_t)(T - i)), x = perm[i];
+		perm[i] = perm[j], perm[j] = x;
+		tok[perm[i]] = rep_tok;
+	}
+	free(perm);
 	return tok;
 }
 
@@ -1485,17 +1497,20 @@ static Suite *gpu_elementwise_suite(void)
 	       (unsigned long long)base_seed, (unsigned long long)base_seed);
 	fflush(stdout);
 	Suite *s = suite_create("gpu_elementwise");
-	TCase *tc = tcase_create("kernels");
-	tcase_set_timeout(tc, 300);
-	tcase_add_test(tc, relu2);
-	tcase_add_test(tc, rmsnorm_fwd);
-	tcase_add_test(tc, rmsnorm_bwd);
-	tcase_add_test(tc, qk_rotary);
-	tcase_add_test(tc, mix_fwd);
-	tcase_add_test(tc, mix_bwd);
-	tcase_add_test(tc, embedding_fwd);
-	tcase_add_test(tc, embedding_bwd);
-	suite_add_tcase(s, tc);
+	/* one case per kernel family: CK_RUN_CASE=qk_rotary runs one */
+	const struct {
+		const char *name;
+		const TTest *test;
+	} cases[] = {{"relu2", relu2},           {"rmsnorm_fwd", rmsnorm_fwd},
+	             {"rmsnorm_bwd", rmsnorm_bwd}, {"qk_rotary", qk_rotary},
+	             {"mix_fwd", mix_fwd},       {"mix_bwd", mix_bwd},
+	             {"embedding_fwd", embedding_fwd}, {"embedding_bwd", embedding_bwd}};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		TCase *tc = tcase_create(cases[i].name);
+		tcase_set_timeout(tc, 300);
+		tcase_add_test(tc, cases[i].test);
+		suite_add_tcase(s, tc);
+	}
 	TCase *ta = tcase_create("bad_args");
 	tcase_add_exit_test(ta, bad_args_relu2, 1);
 	tcase_add_exit_test(ta, bad_args_rmsnorm, 1);
