@@ -177,6 +177,16 @@ static void note_peak(struct cuda_engine *c)
 		c->peak = (uint64_t)(c->free0 - fr);
 }
 
+/* Copy on the engine's stream and wait: the stream is non-blocking, so a
+ * plain cudaMemcpy (legacy stream; from pageable memory it may return
+ * before the DMA lands) would not be ordered with its kernels. */
+static void copy_sync(struct cuda_engine *c, void *dst, const void *src, size_t bytes,
+                      enum cudaMemcpyKind kind)
+{
+	CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, c->s));
+	CUDA_CHECK(cudaStreamSynchronize(c->s));
+}
+
 static float *W32(struct cuda_engine *c, int i) { return c->w32 + c->doff[i]; }
 static uint16_t *W16(struct cuda_engine *c, int i) { return c->w16 + c->doff[i]; }
 static float *G32(struct cuda_engine *c, int i) { return c->g32 + c->doff[i]; }
@@ -524,17 +534,17 @@ static int state_copy(struct cuda_engine *c, int i, float *host, int dir, struct
 		else
 			d = (i == 1 ? c->m32 : c->v32) + c->aoff[k];
 		if (!b16) {
-			CUDA_CHECK(cudaMemcpy(dir ? d : h, dir ? (void *)h : d, sizeof(float) * p->numel,
-			                      dir ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost));
+			copy_sync(c, dir ? d : h, dir ? (void *)h : d, sizeof(float) * p->numel,
+			          dir ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost);
 			continue;
 		}
 		tmp = xrealloc(tmp, sizeof(uint16_t) * p->numel);
 		if (dir) {
 			for (size_t q = 0; q < p->numel; q++)
 				tmp[q] = f32_to_bf16(h[q]);
-			CUDA_CHECK(cudaMemcpy(d, tmp, sizeof(uint16_t) * p->numel, cudaMemcpyHostToDevice));
+			copy_sync(c, d, tmp, sizeof(uint16_t) * p->numel, cudaMemcpyHostToDevice);
 		} else {
-			CUDA_CHECK(cudaMemcpy(tmp, d, sizeof(uint16_t) * p->numel, cudaMemcpyDeviceToHost));
+			copy_sync(c, tmp, d, sizeof(uint16_t) * p->numel, cudaMemcpyDeviceToHost);
 			for (size_t q = 0; q < p->numel; q++)
 				h[q] = bf16_to_f32(tmp[q]);
 		}
@@ -565,8 +575,8 @@ static int cuda_grad_get(struct engine *en, float *dst, struct gpt_err *e)
 	CUDA_CHECK(cudaStreamSynchronize(c->s));
 	for (int k = 0; k < en->table.n; k++) {
 		const struct gpt_param *p = &en->table.p[k];
-		CUDA_CHECK(cudaMemcpy(dst + p->offset, G32(c, k), sizeof(float) * p->numel,
-		                      cudaMemcpyDeviceToHost));
+		copy_sync(c, dst + p->offset, G32(c, k), sizeof(float) * p->numel,
+		          cudaMemcpyDeviceToHost);
 	}
 	return 0;
 }
@@ -896,8 +906,10 @@ struct engine *engine_cuda_create(const struct gpt_config *cfg, const float *w, 
 	{
 		float *cs = xmalloc(sizeof(float) * T * nfr), *sn = xmalloc(sizeof(float) * T * nfr);
 		gpt_rope_table(cfg, c->Tmax, cs, sn);
-		CUDA_CHECK(cudaMemcpy(c->cos_t, cs, sizeof(float) * T * nfr, cudaMemcpyHostToDevice));
-		CUDA_CHECK(cudaMemcpy(c->sin_t, sn, sizeof(float) * T * nfr, cudaMemcpyHostToDevice));
+		/* the helpers' allocations and memsets ran on the legacy stream */
+		CUDA_CHECK(cudaDeviceSynchronize());
+		copy_sync(c, c->cos_t, cs, sizeof(float) * T * nfr, cudaMemcpyHostToDevice);
+		copy_sync(c, c->sin_t, sn, sizeof(float) * T * nfr, cudaMemcpyHostToDevice);
 		free(cs);
 		free(sn);
 	}
