@@ -71,6 +71,10 @@ int engine_parse_device(const char *s, enum engine_device *out);
 /* The CPU engine (lib/engine_cpu.c). */
 struct engine *engine_cpu_create(const struct gpt_config *c, const float *w, int max_T, int train,
                                  struct gpt_err *e);
+/* The CUDA engine (lib/engine_cuda.c; only in builds with GPT_CUDA). Same
+ * arguments as engine_cpu_create; NULL and a message without a device. */
+struct engine *engine_cuda_create(const struct gpt_config *c, const float *w, int max_T, int train,
+                                  struct gpt_err *e);
 /* 1 if the CUDA engine is built in and a device is present. */
 int engine_cuda_available(void);
 

@@ -188,9 +188,7 @@ struct engine *engine_create(enum engine_device dev, const struct gpt_config *c,
 {
 	if (dev == ENGINE_CUDA) {
 #ifdef GPT_CUDA
-		return gpt_errf(e, "the CUDA training engine is not implemented yet in this version "
-		                   "(use --device cpu)"),
-		       NULL;
+		return engine_cuda_create(c, w, max_T, train, e);
 #else
 		return gpt_errf(e, "this build has no CUDA backend (rebuild with nvcc, or use --device cpu)"),
 		       NULL;

@@ -1,0 +1,934 @@
+/*
+ * engine_cuda.c - the CUDA engine: the record's model (spec 4, 5, 9) and its
+ * optimizers (spec 8) on one GPU, behind struct engine (engine.h), built
+ * from the launchers of kernels/ (see kernels/README.md). Compiled to
+ * nothing without GPT_CUDA.
+ *
+ * Sections: device memory and layout; forward; head and backward; micro
+ * and logits; the optimizer step; state, gradients, create and free.
+ *
+ * Device layout of the parameters. Every per-parameter device buffer (fp32
+ * master weights w32, their bf16 copy w16 that the forward reads, the fp32
+ * gradient g32) uses the same "padded table layout": the tensors of the
+ * gpt_table in table order, each starting at a multiple of 64 elements
+ * (the kernels need 16-byte aligned rows; the table's own offsets are not
+ * aligned: skip_weights has L/2 numbers). state_get/state_set/grad_get copy
+ * tensor by tensor between that layout and the host's gpt_table layout.
+ * Embedding tables (dtype bf16, spec 9) keep bf16-representable values in
+ * w32: Adam runs on their bf16 copy (adam_update_gpu_bf16_gf32: bf16 p, m,
+ * v, fp32 gradient rounded on load = lib/optim.c with OPTIM_ADAM_BF16) and
+ * w32 is refreshed from it. Adam state: fp32 m/v for fp32 tensors, bf16 m/v
+ * for bf16 tensors (each in its own padded layout); Muon momentum fp32.
+ * The checkpoint buffers ("optim.adam_m", "optim.adam_v",
+ * "optim.muon_momentum") have lib/optim.c's layout (the slices of the
+ * parameters with that state, table order, no gaps), so CPU and GPU
+ * checkpoints are interchangeable.
+ *
+ * Micro-batches: the GPU attention works on multiples of 128 tokens, so T
+ * is padded to Tp = roundup(T, 128) with token 0. Padded positions come
+ * after every real one, so causal attention never lets a real token see
+ * them, the head only reads the T real rows, and their gradients are exact
+ * zeros (dL/d(padded rows) = 0): the result is that of T tokens.
+ *
+ * Activations kept for the backward (bf16 unless noted; T = Tp of max_T,
+ * D = dim, F = mlp_hidden, H = heads), per layer:
+ *   res_in [T,D]  the layer input after the U-net skip add (layer 0: x0);
+ *   rmid   [T,D]  the MLP input (after attention); rstd2 fp32 [T];
+ *   u      [T,F]  the MLP pre-activation;
+ *   with attention: q, k, v [T,D] (h W^T, before QK-norm / value mix),
+ *                   qs, ks fp32 [T,H] (QK-norm scales), y [T,D] (attention
+ *                   output), lse fp32 [H,T], rstd1 fp32 [T].
+ * Recomputed in the backward from those (same kernels, same bits): the
+ * lambda mix, the norm outputs, relu^2, the value mix, QK-norm + rotary.
+ * Shared: x0, xf (final residual), hf (final norm), the last encoder
+ * output, the value-embedding lookups (one [T,D] per table); work buffers
+ * xm, h, tmp, qr, kr, vm, dx, dh, dy, dq, dk, dv [T,D], big, du [T,F], dx0
+ * fp32 [T,D]. Total 2 T (L (2 D + F) + A (4 D) + (17 + NV) D + 2 F)
+ * bytes + 4 T D + small, A = layers with attention; plus the head's logits
+ * chunk (head_loss_bytes), the GEMM workspace, the embedding plan, the
+ * attention mask, the Muon workspaces (muon_ws_bytes). The U-net skips need
+ * no buffers of their own: encoder layer i's output is res_in[i+1] (the
+ * last encoder's has one buffer), and the gradient flowing back through
+ * decoder layer l's skip is stored over res_in[l], dead by then.
+ *
+ * One stream, one gemm_ctx; micro() synchronises once at its end to read
+ * the loss (one float); update() and zero_grad() only queue work. Every
+ * kernel sums in a fixed order: two runs give identical bits.
+ */
+#ifdef GPT_CUDA
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime.h>
+
+#include "engine.h"
+#include "model.h"
+#include "optim.h"
+
+#include "cuda_check.h"
+
+#include "adam.cuh"
+#include "attention.cuh"
+#include "cast.cuh"
+#include "embedding.cuh"
+#include "gemm.cuh"
+#include "head_loss.cuh"
+#include "mix.cuh"
+#include "muon.cuh"
+#include "qk_rotary.cuh"
+#include "relu2.cuh"
+#include "rmsnorm.cuh"
+
+#define PAD_ELEMS 64 /* padded table layout: tensors start at multiples of 64 elements */
+#define MAX_ALLOCS 512
+#define MAX_MUON_SHAPES 8
+
+struct gpu_layer {
+	/* parameter indices (table), -1 if absent */
+	int lam, alam, q, k, v, o, fc, proj, ve;
+	/* activations */
+	uint16_t *res_in, *rmid, *u, *aq, *ak, *av, *y;
+	float *rstd1, *rstd2, *qs, *ks, *lse;
+};
+
+struct muon_shape {
+	int rows, cols, n;
+	int *params; /* table indices, model order */
+	struct muon_ws *ws; /* shared by rows x cols and cols x rows */
+};
+
+struct cuda_engine {
+	struct engine en;
+	int train;
+	int D, F, V, H, hd, L, NV, nf, Tmax; /* Tmax: max_T rounded up to 128 */
+	float eps;
+	int has_attn;
+	/* layouts */
+	size_t *doff;  /* [n] padded table layout */
+	size_t dtotal;
+	size_t *aoff;  /* [n] Adam state: offset in m32/v32 (fp32) or m16/v16 (bf16) */
+	size_t *soff;  /* [n] offset in lib/optim.c's state buffer (Adam or Muon) */
+	size_t *moff;  /* [n] Muon momentum offset */
+	size_t a32n, a16n, momn, adam_numel, muon_numel;
+	/* parameters */
+	float *w32, *g32;
+	uint16_t *w16;
+	float *m32, *v32, *mom;
+	uint16_t *m16, *v16;
+	int64_t steps;
+	int i_skip, i_embed, i_head, i_ve[8];
+	struct gpu_layer lay[GPT_MAX_LAYERS];
+	int nshapes;
+	struct muon_shape shapes[MAX_MUON_SHAPES];
+	/* resources */
+	cudaStream_t s;
+	struct gemm_ctx *gm;
+	struct head_loss *head;
+	struct embedding_plan *plan;
+	struct attn_mask mask;
+	int mask_ok;
+	float *cos_t, *sin_t;
+	uint32_t *tok, *tgt, *h_tok, *h_tgt; /* device; pinned host staging */
+	float *d_loss, *h_loss;
+	uint16_t *x0, *xf, *hf, *skiplast, *ve_out[8];
+	float *rstd0, *rstdf;
+	uint16_t *xm, *h, *tmp, *qr, *kr, *vm, *dx, *dh, *dyb, *dq, *dk, *dv, *big, *du;
+	float *dx0;
+	void *mixwork;
+	uint16_t *logit16;
+	/* bookkeeping */
+	void *allocs[MAX_ALLOCS];
+	int nallocs;
+	uint64_t bytes;       /* cudaMalloc'd by this file */
+	size_t free0;         /* device memory free before create */
+	uint64_t peak;        /* largest (free0 - free) seen */
+	int measured;         /* peak measured after a micro-batch */
+};
+
+#define CU(en) ((struct cuda_engine *)(en))
+
+static const char *const state_names[] = {"params", "optim.adam_m", "optim.adam_v",
+                                          "optim.muon_momentum"};
+
+/* ------------------------------------------------------------------------
+ * Device memory and layout
+ */
+static void *dalloc(struct cuda_engine *c, size_t bytes)
+{
+	void *p = NULL;
+	if (c->nallocs >= MAX_ALLOCS)
+		return NULL;
+	if (cudaMalloc(&p, bytes ? bytes : 16) != cudaSuccess) {
+		cudaGetLastError();
+		return NULL;
+	}
+	c->allocs[c->nallocs++] = p;
+	c->bytes += bytes;
+	return p;
+}
+
+static void note_peak(struct cuda_engine *c)
+{
+	size_t fr = 0, tot = 0;
+	if (cudaMemGetInfo(&fr, &tot) == cudaSuccess && c->free0 > fr &&
+	    (uint64_t)(c->free0 - fr) > c->peak)
+		c->peak = (uint64_t)(c->free0 - fr);
+}
+
+/* Copy on the engine's stream and wait: the stream is non-blocking, so a
+ * plain cudaMemcpy (legacy stream; from pageable memory it may return
+ * before the DMA lands) would not be ordered with its kernels. */
+static void copy_sync(struct cuda_engine *c, void *dst, const void *src, size_t bytes,
+                      enum cudaMemcpyKind kind)
+{
+	CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, c->s));
+	CUDA_CHECK(cudaStreamSynchronize(c->s));
+}
+
+static float *W32(struct cuda_engine *c, int i) { return c->w32 + c->doff[i]; }
+static uint16_t *W16(struct cuda_engine *c, int i) { return c->w16 + c->doff[i]; }
+static float *G32(struct cuda_engine *c, int i) { return c->g32 + c->doff[i]; }
+
+/* Output buffer of layer l, and the encoder output that decoder layer
+ * L/2 + j adds (encoder L/2 - 1 - j): see the header comment. */
+static uint16_t *layer_out(struct cuda_engine *c, int l)
+{
+	if (l == c->L / 2 - 1)
+		return c->skiplast;
+	return l == c->L - 1 ? c->xf : c->lay[l + 1].res_in;
+}
+static uint16_t *skip_of(struct cuda_engine *c, int enc)
+{
+	return enc == c->L / 2 - 1 ? c->skiplast : c->lay[enc + 1].res_in;
+}
+
+/* ------------------------------------------------------------------------
+ * Forward
+ */
+static int forward(struct cuda_engine *c, int Tp, int window, struct gpt_err *e)
+{
+	const int D = c->D, F = c->F, V = c->V, H = c->H, hd = c->hd, L = c->L;
+	const size_t n = (size_t)Tp * D;
+	cudaStream_t s = c->s;
+	rmsnorm_forward(c->x0, c->rstd0, W16(c, c->i_embed), c->tok, V, Tp, D, c->eps, s);
+	for (int t0 = 0; t0 < c->NV; t0 += EMBEDDING_MAX_TABLES) {
+		int nt = c->NV - t0 < EMBEDDING_MAX_TABLES ? c->NV - t0 : EMBEDDING_MAX_TABLES;
+		uint16_t *outs[EMBEDDING_MAX_TABLES];
+		const uint16_t *tabs[EMBEDDING_MAX_TABLES];
+		for (int i = 0; i < nt; i++) {
+			outs[i] = c->ve_out[t0 + i];
+			tabs[i] = W16(c, c->i_ve[t0 + i]);
+		}
+		embedding_forward(outs, tabs, nt, c->tok, Tp, V, D, s);
+	}
+	if (c->has_attn && attn_mask_build(&c->mask, c->tok, Tp, window, (uint32_t)c->en.cfg.eot, s, e))
+		return -1;
+	for (int l = 0; l < L; l++) {
+		struct gpu_layer *a = &c->lay[l];
+		int attn = gpt_layer_attn(&c->en.cfg, l);
+		if (l >= L / 2) {
+			int j = l - L / 2;
+			mix_skip_forward(a->res_in, l == L / 2 ? c->skiplast : a->res_in,
+			                 skip_of(c, L - 1 - l), W32(c, c->i_skip) + j, n, s);
+		}
+		uint16_t *xm = attn ? c->xm : a->rmid;
+		mix_lambda_forward(xm, a->res_in, c->x0, W32(c, a->lam), n, s);
+		if (attn) {
+			rmsnorm_forward(c->h, a->rstd1, xm, NULL, 0, Tp, D, c->eps, s);
+			gemm_fwd(c->gm, a->aq, c->h, W16(c, a->q), Tp, D, D);
+			gemm_fwd(c->gm, a->ak, c->h, W16(c, a->k), Tp, D, D);
+			gemm_fwd(c->gm, a->av, c->h, W16(c, a->v), Tp, D, D);
+			mix_value_forward(c->vm, a->av, a->ve >= 0 ? c->ve_out[a->ve] : NULL,
+			                  W32(c, a->alam), n, s);
+			qk_norm_rotary_forward(c->qr, c->kr, a->qs, a->ks, a->aq, a->ak, D, D, c->cos_t,
+			                       c->sin_t, Tp, H, hd, c->nf, c->eps, s);
+			if (attn_forward(a->y, a->lse, c->qr, c->kr, c->vm, &c->mask, H, hd, s, e))
+				return -1;
+			gemm_fwd(c->gm, c->tmp, a->y, W16(c, a->o), Tp, D, D);
+			residual_add(a->rmid, xm, c->tmp, n, s);
+		}
+		rmsnorm_forward(c->h, a->rstd2, a->rmid, NULL, 0, Tp, D, c->eps, s);
+		gemm_fwd(c->gm, a->u, c->h, W16(c, a->fc), Tp, F, D);
+		relu2_forward(c->big, a->u, (size_t)Tp * F, s);
+		gemm_fwd(c->gm, c->tmp, c->big, W16(c, a->proj), Tp, D, F);
+		residual_add(layer_out(c, l), a->rmid, c->tmp, n, s);
+	}
+	rmsnorm_forward(c->hf, c->rstdf, c->xf, NULL, 0, Tp, D, c->eps, s);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Backward: on entry dh holds d loss / d hf (rows >= T zero).
+ */
+static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
+{
+	const int D = c->D, F = c->F, V = c->V, H = c->H, hd = c->hd, L = c->L;
+	const size_t n = (size_t)Tp * D;
+	cudaStream_t s = c->s;
+	struct gemm_ctx *gm = c->gm;
+	rmsnorm_backward(c->dx, 0, c->dh, NULL, c->xf, NULL, 0, c->rstdf, Tp, D, s);
+	CUDA_CHECK(cudaMemsetAsync(c->dx0, 0, sizeof(float) * n, s));
+	embedding_plan_build(c->plan, c->tok, T, s);
+	for (int l = L - 1; l >= 0; l--) {
+		struct gpu_layer *a = &c->lay[l];
+		int attn = gpt_layer_attn(&c->en.cfg, l);
+		/* dx: d loss / d (layer output); encoders add what their skip received */
+		if (l < L / 2)
+			residual_add(c->dx, c->dx, c->lay[L - 1 - l].res_in, n, s);
+		/* MLP */
+		rmsnorm_forward(c->h, NULL, a->rmid, NULL, 0, Tp, D, c->eps, s);
+		relu2_forward(c->big, a->u, (size_t)Tp * F, s);
+		gemm_bwd_dw(gm, G32(c, a->proj), c->dx, c->big, Tp, D, F, 1.0f);
+		gemm_bwd_dx(gm, c->du, c->dx, W16(c, a->proj), Tp, D, F, 0.0f);
+		relu2_backward(c->du, c->du, a->u, (size_t)Tp * F, s);
+		gemm_bwd_dw(gm, G32(c, a->fc), c->du, c->h, Tp, F, D, 1.0f);
+		gemm_bwd_dx(gm, c->dh, c->du, W16(c, a->fc), Tp, F, D, 0.0f);
+		rmsnorm_backward(c->dx, 1, c->dh, NULL, a->rmid, NULL, 0, a->rstd2, Tp, D, s);
+		/* attention: dx is d loss / d rmid */
+		uint16_t *xm = a->rmid;
+		if (attn) {
+			const uint16_t *ve = a->ve >= 0 ? c->ve_out[a->ve] : NULL;
+			xm = c->xm;
+			gemm_bwd_dw(gm, G32(c, a->o), c->dx, a->y, Tp, D, D, 1.0f);
+			gemm_bwd_dx(gm, c->dyb, c->dx, W16(c, a->o), Tp, D, D, 0.0f);
+			mix_lambda_forward(xm, a->res_in, c->x0, W32(c, a->lam), n, s);
+			rmsnorm_forward(c->h, NULL, xm, NULL, 0, Tp, D, c->eps, s);
+			mix_value_forward(c->vm, a->av, ve, W32(c, a->alam), n, s);
+			qk_norm_rotary_forward(c->qr, c->kr, a->qs, a->ks, a->aq, a->ak, D, D, c->cos_t,
+			                       c->sin_t, Tp, H, hd, c->nf, c->eps, s);
+			if (attn_backward(c->dq, c->dk, c->dv, c->dyb, c->qr, c->kr, c->vm, a->y, a->lse,
+			                  &c->mask, H, hd, s, e))
+				return -1;
+			/* the table's gradient a1 dv before dv is scaled in place */
+			if (a->ve >= 0)
+				embedding_backward_f32(G32(c, c->i_ve[a->ve]), c->dv, D, W32(c, a->alam) + 1,
+				                       c->plan, D, s);
+			mix_value_backward(c->dv, G32(c, a->alam), c->dv, a->av, ve, W32(c, a->alam), n,
+			                   c->mixwork, s);
+			qk_norm_rotary_backward(c->dq, c->dk, c->dq, c->dk, a->aq, a->ak, a->qs, a->ks, D,
+			                        D, D, c->cos_t, c->sin_t, Tp, H, hd, c->nf, s);
+			gemm_bwd_dw(gm, G32(c, a->q), c->dq, c->h, Tp, D, D, 1.0f);
+			gemm_bwd_dw(gm, G32(c, a->k), c->dk, c->h, Tp, D, D, 1.0f);
+			gemm_bwd_dw(gm, G32(c, a->v), c->dv, c->h, Tp, D, D, 1.0f);
+			gemm_bwd_dx(gm, c->dh, c->dq, W16(c, a->q), Tp, D, D, 0.0f);
+			gemm_bwd_dx(gm, c->dh, c->dk, W16(c, a->k), Tp, D, D, 1.0f);
+			gemm_bwd_dx(gm, c->dh, c->dv, W16(c, a->v), Tp, D, D, 1.0f);
+			rmsnorm_backward(c->dx, 1, c->dh, NULL, xm, NULL, 0, a->rstd1, Tp, D, s);
+		}
+		/* lambda mix: dx becomes d loss / d res_in; x0's share into dx0 */
+		mix_lambda_backward(c->dx, c->dx0, G32(c, a->lam), c->dx, a->res_in, c->x0,
+		                    W32(c, a->lam), n, c->mixwork, s);
+		if (l >= L / 2) { /* U-net skip: its gradient over res_in[l], dead now */
+			int j = l - L / 2;
+			mix_skip_backward(a->res_in, G32(c, c->i_skip) + j, c->dx, skip_of(c, L - 1 - l),
+			                  W32(c, c->i_skip) + j, n, c->mixwork, s);
+		}
+	}
+	/* x0 = norm(embed[tokens]): dx (layer 0's input) + dx0 (the lambda mixes) */
+	rmsnorm_backward(c->dh, 0, c->dx, c->dx0, W16(c, c->i_embed), c->tok, V, c->rstd0, Tp, D, s);
+	embedding_backward_f32(G32(c, c->i_embed), c->dh, D, NULL, c->plan, D, s);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * micro and logits
+ */
+static int upload_tokens(struct cuda_engine *c, const uint32_t *in, const uint32_t *tgt, int T,
+                         int window, int *Tp, struct gpt_err *e)
+{
+	if (T < 1 || T > c->en.max_T)
+		return gpt_errf(e, "micro-batch of %d tokens: the CUDA engine was created for 1..%d", T,
+		                c->en.max_T);
+	if (window < 1)
+		return gpt_errf(e, "attention window %d must be at least 1 block", window);
+	for (int t = 0; t < T; t++) {
+		if (in[t] >= (uint32_t)c->V)
+			return gpt_errf(e, "input token %u at position %d is outside the vocabulary (%d)",
+			                in[t], t, c->V);
+		if (tgt && tgt[t] >= (uint32_t)c->V)
+			return gpt_errf(e, "target token %u at position %d is outside the vocabulary (%d)",
+			                tgt[t], t, c->V);
+	}
+	int tp = (T + ATTN_BLOCK - 1) / ATTN_BLOCK * ATTN_BLOCK;
+	memcpy(c->h_tok, in, sizeof(uint32_t) * (size_t)T);
+	memset(c->h_tok + T, 0, sizeof(uint32_t) * (size_t)(tp - T));
+	CUDA_CHECK(cudaMemcpyAsync(c->tok, c->h_tok, sizeof(uint32_t) * (size_t)tp,
+	                           cudaMemcpyHostToDevice, c->s));
+	if (tgt) {
+		memcpy(c->h_tgt, tgt, sizeof(uint32_t) * (size_t)T);
+		CUDA_CHECK(cudaMemcpyAsync(c->tgt, c->h_tgt, sizeof(uint32_t) * (size_t)T,
+		                           cudaMemcpyHostToDevice, c->s));
+	}
+	*Tp = tp;
+	return 0;
+}
+
+static int cuda_micro(struct engine *en, const uint32_t *in, const uint32_t *tgt, int T, int window,
+                      int grad, double *loss, struct gpt_err *e)
+{
+	struct cuda_engine *c = CU(en);
+	int Tp;
+	if (grad && !c->train)
+		return gpt_errf(e, "engine created for evaluation only");
+	if (upload_tokens(c, in, tgt, T, window, &Tp, e) || forward(c, Tp, window, e))
+		goto fail;
+	float cap = c->en.cfg.softcap;
+	if (grad) {
+		if (Tp > T)
+			CUDA_CHECK(cudaMemsetAsync(c->dh + (size_t)T * c->D, 0,
+			                           sizeof(uint16_t) * (size_t)(Tp - T) * c->D, c->s));
+		head_loss_forward_backward(c->head, c->gm, c->hf, W16(c, c->i_head), c->tgt, T, cap,
+		                           c->dh, G32(c, c->i_head), 1.0f, c->d_loss);
+		if (backward(c, T, Tp, e))
+			goto fail;
+	} else {
+		head_loss_forward(c->head, c->gm, c->hf, W16(c, c->i_head), c->tgt, T, cap, c->d_loss);
+	}
+	CUDA_CHECK(cudaMemcpyAsync(c->h_loss, c->d_loss, sizeof(float), cudaMemcpyDeviceToHost, c->s));
+	CUDA_CHECK(cudaStreamSynchronize(c->s));
+	*loss = (double)*c->h_loss;
+	if (!c->measured) {
+		note_peak(c);
+		c->measured = 1;
+	}
+	return 0;
+fail:
+	CUDA_CHECK(cudaStreamSynchronize(c->s));
+	return -1;
+}
+
+static int cuda_logits(struct engine *en, const uint32_t *in, int T, int window, float *out,
+                       struct gpt_err *e)
+{
+	struct cuda_engine *c = CU(en);
+	int Tp;
+	if (upload_tokens(c, in, NULL, T, window, &Tp, e) || forward(c, Tp, window, e)) {
+		CUDA_CHECK(cudaStreamSynchronize(c->s));
+		return -1;
+	}
+	gemm_fwd(c->gm, c->logit16, c->hf + (size_t)(T - 1) * c->D, W16(c, c->i_head), 1, c->V, c->D);
+	uint16_t *h = xmalloc(sizeof(uint16_t) * (size_t)c->V);
+	CUDA_CHECK(cudaMemcpyAsync(h, c->logit16, sizeof(uint16_t) * (size_t)c->V,
+	                           cudaMemcpyDeviceToHost, c->s));
+	CUDA_CHECK(cudaStreamSynchronize(c->s));
+	float cap = c->en.cfg.softcap;
+	for (int v = 0; v < c->V; v++) {
+		float z = bf16_to_f32(h[v]);
+		out[v] = cap > 0 ? cap * tanhf(z / cap) : z;
+	}
+	free(h);
+	return 0;
+}
+
+static void cuda_zero_grad(struct engine *en)
+{
+	struct cuda_engine *c = CU(en);
+	if (c->g32)
+		CUDA_CHECK(cudaMemsetAsync(c->g32, 0, sizeof(float) * c->dtotal, c->s));
+}
+
+/* ------------------------------------------------------------------------
+ * Optimizer step: Adam (embed, head, scalars), Muon (matrices under blocks)
+ */
+static int cuda_update(struct engine *en, const double lr[GPT_NGROUPS], double mu,
+                       struct gpt_err *e)
+{
+	struct cuda_engine *c = CU(en);
+	const struct gpt_table *t = &en->table;
+	if (!c->train)
+		return gpt_errf(e, "engine created for evaluation only");
+	c->steps++;
+	for (int i = 0; i < t->n; i++) {
+		const struct gpt_param *p = &t->p[i];
+		if (p->group == GPT_GROUP_MUON)
+			continue;
+		struct adam_hyper h = {
+			.lr = lr[p->group],
+			.beta1 = ADAM_BETA1,
+			.beta2 = ADAM_BETA2,
+			.eps = ADAM_EPS,
+			.step = c->steps,
+			.bf16 = p->dtype == GPT_BF16,
+		};
+		if (p->dtype == GPT_BF16) {
+			adam_update_gpu_bf16_gf32(W16(c, i), G32(c, i), c->m16 + c->aoff[i],
+			                          c->v16 + c->aoff[i], p->numel, &h, c->s);
+			cast_bf16_to_f32(W32(c, i), W16(c, i), p->numel, c->s);
+		} else {
+			adam_update_gpu(W32(c, i), G32(c, i), c->m32 + c->aoff[i], c->v32 + c->aoff[i],
+			                p->numel, &h, c->s);
+		}
+	}
+	for (int k = 0; k < c->nshapes; k++) {
+		struct muon_shape *m = &c->shapes[k];
+		for (int b = 0; b < m->n; b += MUON_GPU_MAX_BATCH) {
+			int cnt = m->n - b < MUON_GPU_MAX_BATCH ? m->n - b : MUON_GPU_MAX_BATCH;
+			float *pw[MUON_GPU_MAX_BATCH], *buf[MUON_GPU_MAX_BATCH];
+			const float *pg[MUON_GPU_MAX_BATCH];
+			for (int q = 0; q < cnt; q++) {
+				int i = m->params[b + q];
+				pw[q] = W32(c, i);
+				pg[q] = G32(c, i);
+				buf[q] = c->mom + c->moff[i];
+			}
+			muon_update_gpu(c->gm, m->ws, m->rows, m->cols, cnt, pw, pg, buf,
+			                lr[GPT_GROUP_MUON], mu);
+		}
+	}
+	cast_f32_to_bf16(c->w16, c->w32, c->dtotal, c->s);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * State, gradients
+ */
+static int cuda_nstate(struct engine *en) { return CU(en)->train ? 4 : 1; }
+
+static const char *cuda_state_name(struct engine *en, int i)
+{
+	return i >= 0 && i < cuda_nstate(en) ? state_names[i] : NULL;
+}
+
+static size_t cuda_state_numel(struct engine *en, int i)
+{
+	struct cuda_engine *c = CU(en);
+	switch (i) {
+	case 0: return en->table.total;
+	case 1:
+	case 2: return c->train ? c->adam_numel : 0;
+	case 3: return c->train ? c->muon_numel : 0;
+	}
+	return 0;
+}
+
+/* Does parameter p have state buffer i (1, 2: Adam; 3: Muon)? */
+static int has_state(const struct gpt_param *p, int i)
+{
+	return i == 0 || (i == 3) == (p->group == GPT_GROUP_MUON);
+}
+
+/* Copy state i between the host (lib/optim.c layout; dir 0: out, 1: in)
+ * and the device, tensor by tensor. */
+static int state_copy(struct cuda_engine *c, int i, float *host, int dir, struct gpt_err *e)
+{
+	const struct gpt_table *t = &c->en.table;
+	if (i < 0 || i >= cuda_nstate(&c->en))
+		return gpt_errf(e, "CUDA engine: no state buffer %d", i);
+	CUDA_CHECK(cudaStreamSynchronize(c->s));
+	uint16_t *tmp = NULL;
+	for (int k = 0; k < t->n; k++) {
+		const struct gpt_param *p = &t->p[k];
+		if (!has_state(p, i))
+			continue;
+		float *h = host + (i == 0 ? p->offset : c->soff[k]);
+		void *d;
+		int b16 = 0;
+		if (i == 0)
+			d = W32(c, k);
+		else if (i == 3)
+			d = c->mom + c->moff[k];
+		else if (p->dtype == GPT_BF16)
+			d = (i == 1 ? c->m16 : c->v16) + c->aoff[k], b16 = 1;
+		else
+			d = (i == 1 ? c->m32 : c->v32) + c->aoff[k];
+		if (!b16) {
+			copy_sync(c, dir ? d : h, dir ? (void *)h : d, sizeof(float) * p->numel,
+			          dir ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost);
+			continue;
+		}
+		tmp = xrealloc(tmp, sizeof(uint16_t) * p->numel);
+		if (dir) {
+			for (size_t q = 0; q < p->numel; q++)
+				tmp[q] = f32_to_bf16(h[q]);
+			copy_sync(c, d, tmp, sizeof(uint16_t) * p->numel, cudaMemcpyHostToDevice);
+		} else {
+			copy_sync(c, tmp, d, sizeof(uint16_t) * p->numel, cudaMemcpyDeviceToHost);
+			for (size_t q = 0; q < p->numel; q++)
+				h[q] = bf16_to_f32(tmp[q]);
+		}
+	}
+	free(tmp);
+	if (i == 0 && dir) {
+		cast_f32_to_bf16(c->w16, c->w32, c->dtotal, c->s);
+		CUDA_CHECK(cudaStreamSynchronize(c->s));
+	}
+	return 0;
+}
+
+static int cuda_state_get(struct engine *en, int i, float *dst, struct gpt_err *e)
+{
+	return state_copy(CU(en), i, dst, 0, e);
+}
+
+static int cuda_state_set(struct engine *en, int i, const float *src, struct gpt_err *e)
+{
+	return state_copy(CU(en), i, (float *)src, 1, e);
+}
+
+static int cuda_grad_get(struct engine *en, float *dst, struct gpt_err *e)
+{
+	struct cuda_engine *c = CU(en);
+	if (!c->train)
+		return gpt_errf(e, "engine created for evaluation only");
+	CUDA_CHECK(cudaStreamSynchronize(c->s));
+	for (int k = 0; k < en->table.n; k++) {
+		const struct gpt_param *p = &en->table.p[k];
+		copy_sync(c, dst + p->offset, G32(c, k), sizeof(float) * p->numel,
+		          cudaMemcpyDeviceToHost);
+	}
+	return 0;
+}
+
+static int64_t cuda_steps(struct engine *en) { return CU(en)->steps; }
+
+static int cuda_set_steps(struct engine *en, int64_t steps, struct gpt_err *e)
+{
+	if (!CU(en)->train)
+		return gpt_errf(e, "engine created for evaluation only");
+	if (steps < 0 || steps > (1 << 24))
+		return gpt_errf(e, "optimizer step count %lld out of range [0, 16777216]",
+		                (long long)steps);
+	CU(en)->steps = steps;
+	return 0;
+}
+
+static uint64_t cuda_peak(struct engine *en)
+{
+	struct cuda_engine *c = CU(en);
+	note_peak(c);
+	return c->peak > c->bytes ? c->peak : c->bytes;
+}
+
+static void cuda_free(struct engine *en)
+{
+	struct cuda_engine *c = CU(en);
+	if (!c)
+		return;
+	if (c->s)
+		cudaStreamSynchronize(c->s);
+	for (int k = 0; k < c->nshapes; k++) {
+		free(c->shapes[k].params);
+		/* a workspace may serve two shapes: free it once */
+		int dup = 0;
+		for (int q = 0; q < k; q++)
+			dup |= c->shapes[q].ws == c->shapes[k].ws;
+		if (c->shapes[k].ws && !dup)
+			muon_ws_free(c->shapes[k].ws);
+	}
+	if (c->head)
+		head_loss_free(c->head);
+	if (c->plan)
+		embedding_plan_free(c->plan);
+	if (c->mask_ok)
+		attn_mask_free(&c->mask);
+	if (c->gm)
+		gemm_destroy(c->gm);
+	for (int k = 0; k < c->nallocs; k++)
+		cudaFree(c->allocs[k]);
+	if (c->h_tok)
+		cudaFreeHost(c->h_tok);
+	if (c->h_tgt)
+		cudaFreeHost(c->h_tgt);
+	if (c->h_loss)
+		cudaFreeHost(c->h_loss);
+	if (c->s)
+		cudaStreamDestroy(c->s);
+	free(c->doff);
+	free(c->aoff);
+	free(c->soff);
+	free(c->moff);
+	gpt_table_free(&en->table);
+	free(c);
+}
+
+static const struct engine_ops cuda_ops = {
+	.name = "cuda",
+	.micro = cuda_micro,
+	.logits = cuda_logits,
+	.zero_grad = cuda_zero_grad,
+	.update = cuda_update,
+	.nstate = cuda_nstate,
+	.state_name = cuda_state_name,
+	.state_numel = cuda_state_numel,
+	.state_get = cuda_state_get,
+	.state_set = cuda_state_set,
+	.grad_get = cuda_grad_get,
+	.steps = cuda_steps,
+	.set_steps = cuda_set_steps,
+	.peak_bytes = cuda_peak,
+	.free = cuda_free,
+};
+
+/* ------------------------------------------------------------------------
+ * Create
+ */
+static size_t pad(size_t n) { return (n + PAD_ELEMS - 1) / PAD_ELEMS * PAD_ELEMS; }
+
+/* Parameter indices per layer and the four layouts. */
+static void build_layouts(struct cuda_engine *c)
+{
+	const struct gpt_table *t = &c->en.table;
+	c->doff = xcalloc((size_t)t->n, sizeof(size_t));
+	c->aoff = xcalloc((size_t)t->n, sizeof(size_t));
+	c->soff = xcalloc((size_t)t->n, sizeof(size_t));
+	c->moff = xcalloc((size_t)t->n, sizeof(size_t));
+	c->i_skip = c->i_embed = c->i_head = -1;
+	for (int l = 0; l < c->L; l++) {
+		struct gpu_layer *a = &c->lay[l];
+		a->lam = a->alam = a->q = a->k = a->v = a->o = a->fc = a->proj = -1;
+		a->ve = gpt_layer_attn(&c->en.cfg, l) ? gpt_layer_ve(&c->en.cfg, l) : -1;
+	}
+	for (int i = 0; i < t->n; i++) {
+		const struct gpt_param *p = &t->p[i];
+		c->doff[i] = c->dtotal;
+		c->dtotal += pad(p->numel);
+		if (p->group == GPT_GROUP_MUON) {
+			c->soff[i] = c->muon_numel;
+			c->muon_numel += p->numel;
+			c->moff[i] = c->momn;
+			c->momn += pad(p->numel);
+		} else {
+			c->soff[i] = c->adam_numel;
+			c->adam_numel += p->numel;
+			size_t *n = p->dtype == GPT_BF16 ? &c->a16n : &c->a32n;
+			c->aoff[i] = *n;
+			*n += pad(p->numel);
+		}
+		struct gpu_layer *a = p->layer >= 0 && p->layer < GPT_MAX_LAYERS ? &c->lay[p->layer] : NULL;
+		switch (p->kind) {
+		case GPT_P_SKIP: c->i_skip = i; break;
+		case GPT_P_EMBED: c->i_embed = i; break;
+		case GPT_P_HEAD: c->i_head = i; break;
+		case GPT_P_VALUE_EMBED: c->i_ve[p->layer] = i; break;
+		case GPT_P_LAMBDAS: a->lam = i; break;
+		case GPT_P_ATTN_LAMBDAS: a->alam = i; break;
+		case GPT_P_Q: a->q = i; break;
+		case GPT_P_K: a->k = i; break;
+		case GPT_P_V: a->v = i; break;
+		case GPT_P_ATTN_PROJ: a->o = i; break;
+		case GPT_P_FC: a->fc = i; break;
+		case GPT_P_MLP_PROJ: a->proj = i; break;
+		}
+	}
+}
+
+/* Muon matrices grouped by shape (model order inside a shape), one
+ * workspace per unordered pair {rows, cols}. */
+static int build_muon(struct cuda_engine *c, struct gpt_err *e)
+{
+	const struct gpt_table *t = &c->en.table;
+	for (int i = 0; i < t->n; i++) {
+		const struct gpt_param *p = &t->p[i];
+		if (p->group != GPT_GROUP_MUON)
+			continue;
+		int r = (int)p->shape[0], cl = (int)p->shape[1], k = 0;
+		while (k < c->nshapes && !(c->shapes[k].rows == r && c->shapes[k].cols == cl))
+			k++;
+		if (k == c->nshapes) {
+			if (k == MAX_MUON_SHAPES)
+				return gpt_errf(e, "CUDA engine: more than %d Muon matrix shapes", k);
+			c->nshapes++;
+			c->shapes[k].rows = r;
+			c->shapes[k].cols = cl;
+			c->shapes[k].params = xcalloc((size_t)t->n, sizeof(int));
+		}
+		c->shapes[k].params[c->shapes[k].n++] = i;
+	}
+	for (int k = 0; k < c->nshapes; k++) {
+		struct muon_shape *m = &c->shapes[k];
+		int mn = m->rows < m->cols ? m->rows : m->cols, mx = m->rows + m->cols - mn, cnt = 0;
+		for (int q = 0; q < k; q++) {
+			struct muon_shape *o = &c->shapes[q];
+			if ((o->rows == mn && o->cols == mx) || (o->rows == mx && o->cols == mn))
+				m->ws = o->ws;
+		}
+		if (m->ws)
+			continue;
+		for (int q = k; q < c->nshapes; q++) {
+			struct muon_shape *o = &c->shapes[q];
+			if (((o->rows == mn && o->cols == mx) || (o->rows == mx && o->cols == mn)) && o->n > cnt)
+				cnt = o->n;
+		}
+		m->ws = muon_ws_create(m->rows, m->cols, cnt < MUON_GPU_MAX_BATCH ? cnt : MUON_GPU_MAX_BATCH);
+		if (!m->ws)
+			return gpt_errf(e, "CUDA engine: cannot allocate the Muon workspace for %dx%d",
+			                m->rows, m->cols);
+	}
+	return 0;
+}
+
+struct engine *engine_cuda_create(const struct gpt_config *cfg, const float *w, int max_T,
+                                  int train, struct gpt_err *e)
+{
+	if (gpt_config_check(cfg, e))
+		return NULL;
+	if (!engine_cuda_available()) {
+		gpt_errf(e, "no CUDA device found (use --device cpu)");
+		return NULL;
+	}
+	int lim = cfg->max_seq < ATTN_MAX_T ? cfg->max_seq : ATTN_MAX_T;
+	if (max_T < 1 || max_T > lim) {
+		gpt_errf(e, "micro-batch length %d out of range [1, %d] for the CUDA engine", max_T, lim);
+		return NULL;
+	}
+	if (cfg->dim % 8 || cfg->mlp_hidden % 8) {
+		gpt_errf(e, "the CUDA engine needs dim (%d) and mlp_hidden (%d) multiples of 8", cfg->dim,
+		         cfg->mlp_hidden);
+		return NULL;
+	}
+	if (cfg->value_embeds > 8) {
+		gpt_errf(e, "the CUDA engine handles at most 8 value-embedding tables (%d)",
+		         cfg->value_embeds);
+		return NULL;
+	}
+	int has_attn = 0;
+	for (int l = 0; l < cfg->layers; l++)
+		has_attn |= gpt_layer_attn(cfg, l);
+	if (has_attn && cfg->head_dim != ATTN_HEAD_DIM) {
+		gpt_errf(e, "the CUDA attention needs head_dim %d (configuration: %d)", ATTN_HEAD_DIM,
+		         cfg->head_dim);
+		return NULL;
+	}
+
+	CUDA_CHECK(cudaFree(0)); /* the context, before measuring memory */
+	struct cuda_engine *c = xcalloc(1, sizeof *c);
+	size_t total_mem = 0;
+	CUDA_CHECK(cudaMemGetInfo(&c->free0, &total_mem));
+	c->en.ops = &cuda_ops;
+	c->en.cfg = *cfg;
+	c->en.max_T = max_T;
+	gpt_table_build(cfg, &c->en.table);
+	c->train = !!train;
+	c->D = cfg->dim, c->F = cfg->mlp_hidden, c->V = cfg->vocab, c->H = cfg->heads;
+	c->hd = cfg->head_dim, c->L = cfg->layers, c->NV = cfg->value_embeds, c->nf = cfg->rope_freqs;
+	c->eps = cfg->norm_eps;
+	c->has_attn = has_attn;
+	c->Tmax = (max_T + ATTN_BLOCK - 1) / ATTN_BLOCK * ATTN_BLOCK;
+	build_layouts(c);
+
+	const size_t T = (size_t)c->Tmax, D = (size_t)c->D, F = (size_t)c->F, H = (size_t)c->H;
+	const size_t TD = T * D * sizeof(uint16_t), TF = T * F * sizeof(uint16_t);
+	int ok = 1;
+#define ALLOC(p, bytes) ok = ok && ((p) = dalloc(c, (bytes))) != NULL
+	CUDA_CHECK(cudaStreamCreateWithFlags(&c->s, cudaStreamNonBlocking));
+	ALLOC(c->w32, sizeof(float) * c->dtotal);
+	ALLOC(c->w16, sizeof(uint16_t) * c->dtotal);
+	if (train) {
+		ALLOC(c->g32, sizeof(float) * c->dtotal);
+		ALLOC(c->m32, sizeof(float) * (c->a32n ? c->a32n : 1));
+		ALLOC(c->v32, sizeof(float) * (c->a32n ? c->a32n : 1));
+		ALLOC(c->m16, sizeof(uint16_t) * (c->a16n ? c->a16n : 1));
+		ALLOC(c->v16, sizeof(uint16_t) * (c->a16n ? c->a16n : 1));
+		ALLOC(c->mom, sizeof(float) * (c->momn ? c->momn : 1));
+	}
+	for (int l = 0; ok && l < c->L; l++) {
+		struct gpu_layer *a = &c->lay[l];
+		if (l == 0)
+			a->res_in = NULL; /* x0, set below */
+		else
+			ALLOC(a->res_in, TD);
+		ALLOC(a->rmid, TD);
+		ALLOC(a->u, TF);
+		ALLOC(a->rstd2, sizeof(float) * T);
+		if (gpt_layer_attn(cfg, l)) {
+			ALLOC(a->aq, TD);
+			ALLOC(a->ak, TD);
+			ALLOC(a->av, TD);
+			ALLOC(a->y, TD);
+			ALLOC(a->rstd1, sizeof(float) * T);
+			ALLOC(a->qs, sizeof(float) * T * H);
+			ALLOC(a->ks, sizeof(float) * T * H);
+			ALLOC(a->lse, sizeof(float) * T * H);
+		}
+	}
+	ALLOC(c->x0, TD);
+	ALLOC(c->xf, TD);
+	ALLOC(c->hf, TD);
+	ALLOC(c->skiplast, TD);
+	for (int v = 0; v < c->NV; v++)
+		ALLOC(c->ve_out[v], TD);
+	ALLOC(c->rstd0, sizeof(float) * T);
+	ALLOC(c->rstdf, sizeof(float) * T);
+	ALLOC(c->xm, TD);
+	ALLOC(c->h, TD);
+	ALLOC(c->tmp, TD);
+	ALLOC(c->qr, TD);
+	ALLOC(c->kr, TD);
+	ALLOC(c->vm, TD);
+	ALLOC(c->dx, TD);
+	ALLOC(c->dh, TD);
+	ALLOC(c->big, TF);
+	if (train) {
+		ALLOC(c->dyb, TD);
+		ALLOC(c->dq, TD);
+		ALLOC(c->dk, TD);
+		ALLOC(c->dv, TD);
+		ALLOC(c->du, TF);
+		ALLOC(c->dx0, sizeof(float) * T * D);
+		ALLOC(c->mixwork, mix_work_bytes(T * D));
+	}
+	ALLOC(c->tok, sizeof(uint32_t) * T);
+	ALLOC(c->tgt, sizeof(uint32_t) * T);
+	ALLOC(c->d_loss, sizeof(float));
+	ALLOC(c->logit16, sizeof(uint16_t) * (size_t)c->V);
+	size_t nfr = (size_t)(c->nf > 0 ? c->nf : 1);
+	ALLOC(c->cos_t, sizeof(float) * T * nfr);
+	ALLOC(c->sin_t, sizeof(float) * T * nfr);
+#undef ALLOC
+	if (!ok) {
+		gpt_errf(e, "out of GPU memory for the CUDA engine (%.1f MiB allocated so far, %d tokens)",
+		         (double)c->bytes / 1048576.0, max_T);
+		goto fail;
+	}
+	c->lay[0].res_in = c->x0;
+	CUDA_CHECK(cudaMallocHost((void **)&c->h_tok, sizeof(uint32_t) * T));
+	CUDA_CHECK(cudaMallocHost((void **)&c->h_tgt, sizeof(uint32_t) * T));
+	CUDA_CHECK(cudaMallocHost((void **)&c->h_loss, sizeof(float)));
+	c->gm = gemm_create(c->s);
+	c->head = head_loss_create(c->Tmax, c->V, c->D, 0, 0);
+	if (!c->head) {
+		gpt_errf(e, "cannot create the GPU head for %d tokens", c->Tmax);
+		goto fail;
+	}
+	if (train)
+		c->plan = embedding_plan_create(c->Tmax, c->V, c->D);
+	if (has_attn) {
+		if (attn_mask_alloc(&c->mask, c->Tmax, c->H, e))
+			goto fail;
+		c->mask_ok = 1;
+	}
+	if (train && build_muon(c, e))
+		goto fail;
+
+	/* rotary table, weights (padded layout), bf16 copies */
+	{
+		float *cs = xmalloc(sizeof(float) * T * nfr), *sn = xmalloc(sizeof(float) * T * nfr);
+		gpt_rope_table(cfg, c->Tmax, cs, sn);
+		/* the helpers' allocations and memsets ran on the legacy stream */
+		CUDA_CHECK(cudaDeviceSynchronize());
+		copy_sync(c, c->cos_t, cs, sizeof(float) * T * nfr, cudaMemcpyHostToDevice);
+		copy_sync(c, c->sin_t, sn, sizeof(float) * T * nfr, cudaMemcpyHostToDevice);
+		free(cs);
+		free(sn);
+	}
+	CUDA_CHECK(cudaMemsetAsync(c->w32, 0, sizeof(float) * c->dtotal, c->s));
+	if (train) {
+		CUDA_CHECK(cudaMemsetAsync(c->g32, 0, sizeof(float) * c->dtotal, c->s));
+		CUDA_CHECK(cudaMemsetAsync(c->m32, 0, sizeof(float) * (c->a32n ? c->a32n : 1), c->s));
+		CUDA_CHECK(cudaMemsetAsync(c->v32, 0, sizeof(float) * (c->a32n ? c->a32n : 1), c->s));
+		CUDA_CHECK(cudaMemsetAsync(c->m16, 0, sizeof(uint16_t) * (c->a16n ? c->a16n : 1), c->s));
+		CUDA_CHECK(cudaMemsetAsync(c->v16, 0, sizeof(uint16_t) * (c->a16n ? c->a16n : 1), c->s));
+		CUDA_CHECK(cudaMemsetAsync(c->mom, 0, sizeof(float) * (c->momn ? c->momn : 1), c->s));
+	}
+	if (state_copy(c, 0, (float *)w, 1, e))
+		goto fail;
+	note_peak(c);
+	return &c->en;
+fail:
+	cuda_free(&c->en);
+	return NULL;
+}
+
+#endif /* GPT_CUDA */
