@@ -186,6 +186,10 @@ int engine_parse_device(const char *s, enum engine_device *out)
 struct engine *engine_create(enum engine_device dev, const struct gpt_config *c, const float *w,
                              int max_T, int train, struct gpt_err *e)
 {
+	/* auto: the GPU when this build has CUDA and a device is present
+	 * (the CUDA engine matches the CPU engine to bf16 noise: tests/gpu/gpu_engine.c) */
+	if (dev == ENGINE_AUTO && engine_cuda_available())
+		dev = ENGINE_CUDA;
 	if (dev == ENGINE_CUDA) {
 #ifdef GPT_CUDA
 		return engine_cuda_create(c, w, max_T, train, e);
