@@ -456,11 +456,38 @@ static void gemm_shape(struct gemm_ctx *g, int T, int N, int K, uint64_t seed)
 			rel_add(&eacc, (double)dWa[i] - (double)D0[i], rdw[(size_t)s * K + c]);
 		}
 
+	/* speed of the three forms (information only; large shapes) */
+	char speed[160] = "";
+	if ((double)T * N * K >= 1e9) {
+		cudaEvent_t e[4];
+		for (int i = 0; i < 4; i++)
+			CUDA_CHECK(cudaEventCreate(&e[i]));
+		const int reps = 5;
+		CUDA_CHECK(cudaEventRecord(e[0], gemm_stream(g)));
+		for (int r = 0; r < reps; r++)
+			gemm_fwd(g, dy_out, dx_in, dW_in, T, N, K);
+		CUDA_CHECK(cudaEventRecord(e[1], gemm_stream(g)));
+		for (int r = 0; r < reps; r++)
+			gemm_bwd_dx(g, dx_out, ddy_in, dW_in, T, N, K, 0.0f);
+		CUDA_CHECK(cudaEventRecord(e[2], gemm_stream(g)));
+		for (int r = 0; r < reps; r++)
+			gemm_bwd_dw(g, dW_out, ddy_in, dx_in, T, N, K, 1.0f);
+		CUDA_CHECK(cudaEventRecord(e[3], gemm_stream(g)));
+		CUDA_CHECK(cudaEventSynchronize(e[3]));
+		float ms[3];
+		for (int i = 0; i < 3; i++)
+			CUDA_CHECK(cudaEventElapsedTime(&ms[i], e[i], e[i + 1]));
+		const double fl = 2.0 * T * N * K * reps / 1e9; /* GFLOP per form */
+		snprintf(speed, sizeof speed, "; TFLOP/s fwd %.0f dx %.0f dW %.0f",
+		         ms[0] > 0 ? fl / ms[0] : 0, ms[1] > 0 ? fl / ms[1] : 0, ms[2] > 0 ? fl / ms[2] : 0);
+		for (int i = 0; i < 4; i++)
+			CUDA_CHECK(cudaEventDestroy(e[i]));
+	}
 	fprintf(stderr,
 	        "gpu: gemm %dx%dx%d: y %.2e (%d rows) %.2e (proj); dx %.2e %.2e; dW fp32 %.2e "
-	        "(%d rows) %.2e (proj), beta=1 %.2e  [%.1fs]\n",
+	        "(%d rows) %.2e (proj), beta=1 %.2e%s  [%.1fs]\n",
 	        T, N, K, rel(&ey), S, rel(&py), rel(&edx), rel(&pdx), rel(&edw), Sn, rel(&pdw),
-	        rel(&eacc), now() - t0);
+	        rel(&eacc), speed, now() - t0);
 	ck_assert_msg(rel(&ey) < 1e-2 && rel(&py) < 1e-2, "gemm %dx%dx%d: y error %g (rows) %g (proj)",
 	              T, N, K, rel(&ey), rel(&py));
 	ck_assert_msg(rel(&edx) < 1e-2 && rel(&pdx) < 1e-2,
@@ -1021,6 +1048,8 @@ END_TEST
 START_TEST(head_t4096)
 {
 	need_gpu();
+	if (quick())
+		return;
 	struct gemm_ctx *g = gemm_create(0);
 	head_case(g, 4096, 1024, 0, 103);
 	gemm_destroy(g);
@@ -1686,6 +1715,68 @@ START_TEST(muon_update_vs_cpu)
 }
 END_TEST
 
+/* The record's three groups at full size on one GPU (world size 1):
+ * 44 attention matrices, 12 c_fc, 12 c_proj, five NS steps; every output
+ * finite, two runs bitwise equal; device time reported. */
+START_TEST(muon_record_groups)
+{
+	need_gpu();
+	const int shapes[][3] = {{768, 768, 44}, {3072, 768, 12}, {768, 3072, 12}};
+	struct gemm_ctx *g = gemm_create(0);
+	struct muon_ws *ws[2] = {muon_ws_create(768, 768, 44), muon_ws_create(3072, 768, 12)};
+	char line[400];
+	int len = 0;
+	for (int si = 0; si < 3; si++) {
+		const int rows = shapes[si][0], cols = shapes[si][1], count = shapes[si][2];
+		struct muon_ws *w = ws[si ? 1 : 0];
+		const size_t sz = (size_t)rows * cols, all = sz * count;
+		struct dmats Gm, B;
+		dmats_alloc(&Gm, rows, cols, count), dmats_alloc(&B, rows, cols, count);
+		float *hg = xmalloc(4 * all);
+		fill(NULL, hg, all, 1e-3, 950 + (uint64_t)si, FILL_UNIFORM);
+		for (int i = 0; i < count; i++)
+			h2d(Gm.ptr[i], hg + (size_t)i * sz, 4 * sz);
+		uint16_t *du = dalloc(2 * all * 2), *hu = xmalloc(2 * all * 2);
+		poison(du, 2 * all * 2);
+		float ms = 0;
+		for (int run = 0; run < 2; run++) {
+			for (int i = 0; i < count; i++)
+				CUDA_CHECK(cudaMemset(B.ptr[i], 0, 4 * sz));
+			cudaEvent_t e0, e1;
+			CUDA_CHECK(cudaEventCreate(&e0));
+			CUDA_CHECK(cudaEventCreate(&e1));
+			CUDA_CHECK(cudaEventRecord(e0, gemm_stream(g)));
+			muon_orthogonalize_gpu(g, w, rows, cols, count, B.ptr, (const float *const *)Gm.ptr,
+			                       0.95, 5, du + (size_t)run * all, sz);
+			CUDA_CHECK(cudaEventRecord(e1, gemm_stream(g)));
+			CUDA_CHECK(cudaEventSynchronize(e1));
+			CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+			CUDA_CHECK(cudaEventDestroy(e0));
+			CUDA_CHECK(cudaEventDestroy(e1));
+		}
+		sync_dev();
+		d2h(hu, du, 2 * all * 2);
+		ck_assert_msg(nonfinite_bf16(hu, all) == 0, "muon group %dx%d x%d: %zu non-finite updates",
+		              rows, cols, count, nonfinite_bf16(hu, all));
+		ck_assert_msg(!memcmp(hu, hu + all, 2 * all), "muon group %dx%d x%d: two runs differ",
+		              rows, cols, count);
+		/* 5 steps of 4 m^2 n + 2 m^3 each (spec 12.4) */
+		const double m = rows < cols ? rows : cols, n = rows < cols ? cols : rows;
+		const double gf = 5.0 * (4 * m * m * n + 2 * m * m * m) * count / 1e9;
+		len += snprintf(line + len, sizeof line - (size_t)len, "%s%dx%d x%d %.2f ms (%.0f TFLOP/s)",
+		                si ? ", " : "", rows, cols, count, ms, ms > 0 ? gf / ms : 0);
+		free(hg), free(hu);
+		CUDA_CHECK(cudaFree(Gm.base));
+		CUDA_CHECK(cudaFree(B.base));
+		CUDA_CHECK(cudaFree(du));
+	}
+	fprintf(stderr, "gpu: muon momentum + NS5, record groups: %s; workspaces %.0f + %.0f MB\n",
+	        line, muon_ws_bytes(ws[0]) / 1e6, muon_ws_bytes(ws[1]) / 1e6);
+	muon_ws_free(ws[0]), muon_ws_free(ws[1]);
+	gemm_destroy(g);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------ */
 static Suite *head_optim_suite(void)
 {
@@ -1716,6 +1807,7 @@ static Suite *head_optim_suite(void)
 	tcase_add_test(mu, ns_transpose_and_zero);
 	tcase_add_test(mu, ns_singular_values);
 	tcase_add_test(mu, muon_update_vs_cpu);
+	tcase_add_test(mu, muon_record_groups);
 	tcase_set_timeout(mu, 300);
 	suite_add_tcase(s, mu);
 	return s;
