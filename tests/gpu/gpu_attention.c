@@ -17,6 +17,8 @@
  *   errors  argument checks of the launchers
  *   bench   only with GPT_BENCH=1 (bench/attention.sh): forward and
  *           forward+backward at T = 65536, H = 6, W = 1, 7, 14
+ * Check test cases: "meta" (errors, mask), "attn" (small, large), "bench";
+ * CK_RUN_CASE=name runs one. GPT_ATTN_MAX_T=N skips cases with T > N.
  *
  * Inputs are fresh random bf16 values (normal; q, k with sigma 1 or 2.5)
  * drawn from a printed seed; GPT_SEED=N repeats a run. Every output is
@@ -782,7 +784,8 @@ static const struct tcfg small_cases[] = {
 	{128, 1, 1, L_NONE, 1},      {128, 3, 1, L_EOT0, 1},      {128, 2, 2, L_SHORT, 2.5},
 	{128, 1, NOWIN, L_EDGES, 1}, {128, 2, 1, L_ALLEOT, 1},    {256, 2, 1, L_SHORT, 1},
 	{256, 2, 2, L_NONE, 2.5},    {256, 1, NOWIN, L_LONG, 1},  {256, 1, 2, L_ALLEOT, 1},
-	{384, 2, 3, L_EDGES, 1},     {384, 3, 2, L_SHORT, 1},     {640, 2, 4, L_LONG, 1},
+	{384, 2, 3, L_EDGES, 1},     {384, 3, 2, L_SHORT, 1},     {512, 1, NOWIN, L_NONE, 1},
+	{512, 2, 4, L_EOT0, 2.5},    {640, 2, 4, L_LONG, 1},
 	{640, 1, 5, L_SHORT, 2.5},   {640, 2, NOWIN, L_EOT0, 1},  {1024, 2, 1, L_FINEWEB, 1},
 	{1024, 2, 2, L_SHORT, 1},    {1024, 2, 3, L_EDGES, 2.5},  {1024, 1, 7, L_LONG, 1},
 	{1024, 2, 8, L_NONE, 1},     {1024, 2, NOWIN, L_SHORT, 1}, {2048, 2, 5, L_SHORT, 1},
@@ -954,10 +957,13 @@ END_TEST
 static Suite *attention_suite(void)
 {
 	Suite *s = suite_create("gpu_attention");
-	TCase *tc = tcase_create("core");
+	TCase *mc = tcase_create("meta");
+	tcase_set_timeout(mc, 600);
+	tcase_add_test(mc, errors);
+	tcase_add_test(mc, mask);
+	suite_add_tcase(s, mc);
+	TCase *tc = tcase_create("attn");
 	tcase_set_timeout(tc, 600);
-	tcase_add_test(tc, errors);
-	tcase_add_test(tc, mask);
 	tcase_add_test(tc, small);
 	tcase_add_test(tc, large);
 	suite_add_tcase(s, tc);

@@ -9,6 +9,13 @@
  * barrier (block or warp) makes a coroutine yield until all live threads
  * of its group have arrived. A scheduler round in which no thread arrives
  * anywhere, leaves or finishes is a deadlock and aborts.
+ *
+ * EMU_SCHED=rr (default) resumes the threads round-robin, so the warps of
+ * a block advance nearly in step; EMU_SCHED=warp runs one warp at a time
+ * until all its threads wait at __syncthreads (warp order reversed every
+ * round), the most unfair order: with EMU_CP=now a warp that runs ahead
+ * overwrites shared memory the others have yet to read, which exposes a
+ * missing __syncthreads.
  */
 #include "emu.h"
 
@@ -57,7 +64,7 @@ struct cp_op {
 struct thr {
 	ucontext_t ctx;
 	jmp_buf jb;
-	bool done, started;
+	bool done, started, at_sync; /* at_sync: waiting in __syncthreads */
 	std::vector<cp_op> open;              /* issued, not committed */
 	std::deque<std::vector<cp_op>> groups; /* committed, not retired */
 };
@@ -76,7 +83,7 @@ static uint64_t progress;
 static const std::function<void()> *body;
 static bar block_bar, warp_bar[32];
 static size_t smem_limit;
-static int cp_defer = 1;
+static int cp_defer = 1, sched_warp = 0;
 
 struct warp_x {
 	uint32_t addr[32], a[32][4], b[32][2];
@@ -113,7 +120,12 @@ static void barrier(bar &b, int expected)
 
 static void warp_sync(void) { barrier(warp_bar[threadIdx.x >> 5], live_in_warp(threadIdx.x >> 5)); }
 
-void __syncthreads(void) { barrier(block_bar, live); }
+void __syncthreads(void)
+{
+	th[cur].at_sync = true;
+	barrier(block_bar, live);
+	th[cur].at_sync = false;
+}
 void __syncwarp(unsigned) { warp_sync(); }
 
 float __shfl_xor_sync(unsigned, float v, int m)
@@ -137,6 +149,20 @@ static void trampoline(void)
 	_longjmp(sched_jb, 1); /* never returns: its stack is dropped */
 }
 
+static void resume(int i)
+{
+	if (th[i].done)
+		return;
+	cur = i;
+	threadIdx = dim3((unsigned)i, 0, 0);
+	if (!_setjmp(sched_jb)) {
+		if (th[i].started)
+			_longjmp(th[i].jb, 1);
+		th[i].started = true;
+		swapcontext(&sched, &th[i].ctx);
+	}
+}
+
 static void run_block(void)
 {
 	for (int i = 0; i < nthr; i++) {
@@ -146,7 +172,7 @@ static void run_block(void)
 		t.ctx.uc_stack.ss_size = STACK;
 		t.ctx.uc_link = NULL;
 		makecontext(&t.ctx, trampoline, 0);
-		t.done = t.started = false;
+		t.done = t.started = t.at_sync = false;
 		t.open.clear();
 		t.groups.clear();
 	}
@@ -154,19 +180,29 @@ static void run_block(void)
 	block_bar = bar();
 	for (auto &b : warp_bar)
 		b = bar();
-	while (live > 0) {
+	const int nw = (nthr + 31) / 32;
+	for (int round = 0; live > 0; round++) {
 		uint64_t p0 = progress;
-		for (int i = 0; i < nthr; i++)
-			if (!th[i].done) {
-				cur = i;
-				threadIdx = dim3((unsigned)i, 0, 0);
-				if (!_setjmp(sched_jb)) {
-					if (th[i].started)
-						_longjmp(th[i].jb, 1);
-					th[i].started = true;
-					swapcontext(&sched, &th[i].ctx);
+		if (!sched_warp) {
+			for (int i = 0; i < nthr; i++)
+				resume(i);
+		} else {
+			for (int k = 0; k < nw; k++) {
+				const int w = round & 1 ? nw - 1 - k : k;
+				for (;;) { /* this warp until it waits at __syncthreads or ends */
+					uint64_t p1 = progress;
+					bool any = false;
+					for (int i = w * 32; i < nthr && i < w * 32 + 32; i++)
+						if (!th[i].done && !th[i].at_sync)
+							resume(i), any = true;
+					if (!any || progress == p1)
+						break;
 				}
 			}
+			for (int i = 0; i < nthr; i++) /* threads released from __syncthreads */
+				if (th[i].at_sync)
+					resume(i);
+		}
 		if (progress == p0 && live > 0)
 			emu_die("deadlock: every live thread waits at a barrier");
 	}
@@ -194,6 +230,8 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, const void *kernel, std::fun
 		th.resize(1024);
 		const char *m = getenv("EMU_CP");
 		cp_defer = !(m && !strcmp(m, "now"));
+		m = getenv("EMU_SCHED");
+		sched_warp = m && !strcmp(m, "warp");
 	}
 	nthr = (int)block.x;
 	blockDim = block, gridDim = grid, smem_limit = smem;

@@ -4,9 +4,12 @@
 # the kernels' logic (indexing, fragment layouts, pipelines, masks) on a
 # machine without a GPU. Slow: one coroutine per CUDA thread.
 #   tests/gpu/emu/run.sh [BUILD_DIR]     (after make; needs g++)
-# Environment: GPT_ATTN_MAX_T (default 512 here) limits the cases to small
-# T; CK_RUN_CASE / CK_RUN_SUITE select tests as usual; EMU_CP=now|defer
-# (default defer) chooses when cp.async copies land.
+# Runs the program twice: EMU_CP=defer EMU_SCHED=rr (a missing
+# cp.async.wait_group reads stale data) and EMU_CP=now EMU_SCHED=warp (a
+# missing __syncthreads lets a warp overwrite a stage others still read);
+# see emu.h and emu.cpp. Setting EMU_CP or EMU_SCHED runs that one only.
+# GPT_ATTN_MAX_T (default 512 here) limits the cases to small T;
+# CK_RUN_CASE / CK_RUN_SUITE select tests as usual. About 2 x 2 minutes.
 set -eu
 B=${1:-build}
 top=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -26,4 +29,14 @@ $CC -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wno-unused-parameter -Itests/gp
 $CXX -o "$o/gpu_attention" "$o"/gpu_attention.o "$o"/attention_*.o "$o/device.o" "$o/emu.o" \
 	"$B/libgpt.a" $(pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm) \
 	-lzstd -lm -pthread
-GPT_ATTN_MAX_T=${GPT_ATTN_MAX_T:-512} exec "$o/gpu_attention"
+export GPT_ATTN_MAX_T=${GPT_ATTN_MAX_T:-512}
+if [ -n "${EMU_CP:-}${EMU_SCHED:-}" ]; then
+	exec "$o/gpu_attention"
+fi
+rc=0
+for mode in "defer rr" "now warp"; do
+	set -- $mode
+	echo "== emulation: cp.async copies land at $1, scheduling $2"
+	EMU_CP=$1 EMU_SCHED=$2 "$o/gpu_attention" || rc=1
+done
+exit $rc
