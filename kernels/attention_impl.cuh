@@ -1,10 +1,13 @@
 /*
- * attention_impl.cuh - internals shared by the attention kernels (CUDA
- * only; the public interface is attention.cuh).
+ * attention_impl.cuh - internals shared by the attention kernels (the
+ * public interface is attention.cuh).
  *
  * Contents: tile geometry; inline-PTX wrappers for cp.async, ldmatrix and
  * mma.sync m16n8k16 bf16; the 128 x 128 bf16 tile loader; fragment
- * addressing; the argument check every launcher runs.
+ * addressing; the argument check every launcher runs; ATT_LAUNCH and
+ * ATT_DYN_SMEM, which with ATT_EMULATE defined compile the same kernels for
+ * the host emulation of tests/gpu/emu (there emu.h replaces the PTX
+ * wrappers).
  *
  * Shared-memory tiles hold 128 rows of 128 bf16 (256 bytes) padded to 272
  * bytes per row, so the 8 row addresses of one ldmatrix 8x8 matrix fall in
@@ -17,14 +20,15 @@
  *   B 16x8 "col": b0 (k = 2t..2t+1, n = g), b1 (k = 2t+8.., n = g);
  *   C 16x8 fp32: c0, c1 (g, 2t..2t+1), c2, c3 (g+8, 2t..2t+1).
  * Address helpers (one lane address each, for ldmatrix .x4):
- *   frag_a:   A rows r0.., cols c0.. of a row-major tile (also the B operand
- *             of the .trans form, for B[k][n] stored as tile[k][n]):
+ *   frag_a:   A rows r0.., cols c0.. of a row-major tile:
  *             row r0 + (lane & 15), col c0 + 8 (lane >> 4);
  *   frag_bt:  B for two n-tiles from a tile stored as [n][k] (B = tile^T):
  *             row n0 + (lane & 7) + 8 (lane >> 4), col k0 + 8 ((lane >> 3) & 1);
  *             registers 0,1 = b0,b1 of n-tile n0, 2,3 = b0,b1 of n0+8.
- *   With .trans and frag_v (tile[k][n]): row k0 + (lane & 7) + 8 ((lane >> 3) & 1),
- *             col n0 + 8 (lane >> 4); registers 0,1 = n-tile n0, 2,3 = n0+8.
+ *   frag_v:   with ldmatrix .trans, B for two n-tiles from a tile stored
+ *             as [k][n]: row k0 + (lane & 7) + 8 ((lane >> 3) & 1), col
+ *             n0 + 8 (lane >> 4) (the same address as frag_a); registers
+ *             0,1 = b0,b1 of n-tile n0, 2,3 = those of n0+8.
  */
 #ifndef GPT_ATTENTION_IMPL_CUH
 #define GPT_ATTENTION_IMPL_CUH

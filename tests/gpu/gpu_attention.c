@@ -9,7 +9,9 @@
  *           block classification against the token rule (full blocks hold
  *           only allowed pairs, skipped blocks none); attn_count_work
  *           against direct counts
- *   small   T = 128..4096, windows 1..14 and "none", six document layouts:
+ *   small   T = 128..4096, windows 1..14 and "none", seven document
+ *           layouts (none, eot at 0, short, long, FineWeb-like, eots on
+ *           block edges, every token an eot):
  *           fast and simple paths against the reference on every row and
  *           head; the fast path run twice must give identical bits
  *   large   T = 16384 and 65536 with 6 heads: the same on sampled 128-row
@@ -31,6 +33,9 @@
  *
  * Output: one line per case and path; a failing output adds a line with
  * its largest error (row, head, dim, got, want) or its first NaN.
+ *
+ * Without a GPU, tests/gpu/emu/run.sh runs this program against the same
+ * kernels compiled for a host emulation (cases up to T = 512).
  */
 #include <math.h>
 #include <time.h>
@@ -60,10 +65,17 @@ static uint64_t rnd(void)
 	return z ^ (z >> 31);
 }
 static double urand(void) { return (double)(rnd() >> 11) / 9007199254740992.0; }
-static double nrand(void)
+static double nrand(void) /* Box-Muller, both values used */
 {
-	double u = urand(), v = urand();
-	return sqrt(-2 * log(1 - u)) * cos(6.283185307179586 * v);
+	static double spare;
+	static int have;
+	if (have) {
+		have = 0;
+		return spare;
+	}
+	double r = sqrt(-2 * log(1 - urand())), a = 6.283185307179586 * urand();
+	spare = r * sin(a), have = 1;
+	return r * cos(a);
 }
 static void seed_test(const char *what)
 {
@@ -75,12 +87,18 @@ static void seed_test(const char *what)
 	fflush(stdout);
 }
 
-static int nfail;
-static char first_fail[1024];
+/* failures so far, the first one's message, and the first one since
+ * nfail was case_base (check_mask reports its own first problem) */
+static int nfail, case_base;
+static char first_fail[1024], case_fail[1024];
 #define EXPECT(cond, ...)                                                      \
 	do {                                                                   \
-		if (!(cond) && nfail++ == 0)                                   \
-			snprintf(first_fail, sizeof first_fail, __VA_ARGS__);  \
+		if (!(cond)) {                                                 \
+			if (nfail == case_base)                                \
+				snprintf(case_fail, sizeof case_fail, __VA_ARGS__); \
+			if (nfail++ == 0)                                      \
+				snprintf(first_fail, sizeof first_fail, __VA_ARGS__); \
+		}                                                              \
 	} while (0)
 #define EXPECT_NONE(what)                                                      \
 	do {                                                                   \
@@ -283,7 +301,7 @@ static int check_mask(struct gpu *g, const struct prob *p, const char *tag)
 	down(hi, g->m.docs_high, sizeof(int32_t) * nb);
 	down(kbf, g->m.kb_first, sizeof(int32_t) * nb);
 	down(qbl, g->m.qb_last, sizeof(int32_t) * nb);
-	int before = nfail;
+	const int before = case_base = nfail;
 	EXPECT(g->m.T == T && g->m.window == (W < nb ? W : nb), "%s: mask T %d window %d", tag,
 	       g->m.T, g->m.window);
 	for (int i = 0; i < T; i++)
@@ -605,15 +623,16 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 	prob_init(&p, c->T, c->H, c->W, c->layout, c->sigma);
 	const int T = p.T, H = p.H, nb = T / ATTN_BLOCK;
 	const size_t n = (size_t)T * H * HD, nl = (size_t)T * H;
-	char tag[160];
-	snprintf(tag, sizeof tag, "case %d (T=%d H=%d W=%d layout=%s sigma=%.1f)", id, T, H,
-	         c->W >= NOWIN ? 0 : c->W, layout_name[c->layout], c->sigma);
+	char tag[160], wname[16];
+	snprintf(wname, sizeof wname, c->W >= NOWIN ? "none" : "%d", c->W);
+	snprintf(tag, sizeof tag, "case %d (T=%d H=%d W=%s layout=%s sigma=%.1f)", id, T, H, wname,
+	         layout_name[c->layout], c->sigma);
 	struct gpt_err e;
 	gpu_upload(g, &p);
 	ck_assert_msg(attn_mask_build(&g->m, g->tok, T, c->W, EOT, 0, &e) == 0, "%s", e.msg);
 	int mbad = check_mask(g, &p, tag);
 	if (mbad)
-		printf("  FAIL %s: mask metadata: %d problems\n", tag, mbad);
+		printf("  FAIL %s: mask metadata: %d problems, first: %s\n", tag, mbad, case_fail);
 
 	int heads[8], nh, nr = 0;
 	struct region reg[10];
@@ -769,7 +788,7 @@ START_TEST(mask)
 				ck_assert_msg(attn_mask_build(&g.m, g.tok, p.T, W, EOT, 0, &e) == 0, "%s", e.msg);
 				int bad = check_mask(&g, &p, tag);
 				if (bad)
-					printf("  FAIL %s: %d problems\n", tag, bad);
+					printf("  FAIL %s: %d problems, first: %s\n", tag, bad, case_fail);
 				ncase++;
 				prob_free(&p);
 			}
@@ -872,8 +891,9 @@ START_TEST(errors)
 END_TEST
 
 /* ------------------------------------------------------------------------
- * Benchmark (not a test): GPT_BENCH=1, T = 65536, H = 6, windows 1, 7, 14
- * (GPT_BENCH_WINDOWS="w1 w2 ..." replaces them), FineWeb-like documents.
+ * Benchmark (not a test): GPT_BENCH=1, T = 65536 (GPT_BENCH_T), H = 6,
+ * windows 1, 7, 14 (GPT_BENCH_WINDOWS="w1 w2 ..." replaces them),
+ * FineWeb-like documents.
  */
 static int cmp_float(const void *a, const void *b)
 {
@@ -916,7 +936,9 @@ START_TEST(bench)
 		return;
 	}
 	seed_test("attention bench");
-	const int T = 65536, H = 6, reps = 20;
+	const char *ts = getenv("GPT_BENCH_T");
+	const int T = ts ? atoi(ts) : 65536, H = 6, reps = 20;
+	ck_assert_msg(T >= ATTN_BLOCK && T <= ATTN_MAX_T && T % ATTN_BLOCK == 0, "GPT_BENCH_T=%d", T);
 	const char *ws = getenv("GPT_BENCH_WINDOWS");
 	ws = ws ? ws : "1 7 14";
 	struct gpu g;

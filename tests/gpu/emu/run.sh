@@ -18,7 +18,8 @@ o=$B/emu
 mkdir -p "$o"
 CXX=${CXX:-g++}
 CC=${CC:-cc}
-flags="-O2 -g -DATT_EMULATE -Itests/gpu/emu -Ilib -Ikernels -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas"
+flags="-O2 -g -DATT_EMULATE -Itests/gpu/emu -Ilib -Ikernels"
+flags="$flags -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas"
 for f in attention_mask attention_fwd attention_bwd attention_simple device; do
 	$CXX -std=c++17 $flags -x c++ -c kernels/$f.cu -o "$o/$f.o"
 done
