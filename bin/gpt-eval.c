@@ -12,7 +12,6 @@
 #include "engine.h"
 #include "eval.h"
 #include "loader.h"
-#include "parallel.h"
 #include "safetensors.h"
 #include "shard.h"
 #include "weights.h"
@@ -118,15 +117,8 @@ int main(int argc, char **argv)
 				cli_usage_error(&cli, "--seed: '%s' is not a number >= 0", optarg);
 			o.seed = u;
 			break;
-		case O_DEVICE:
-			if (engine_parse_device(optarg, &o.device))
-				cli_usage_error(&cli, "--device: '%s' is not cpu, cuda or auto", optarg);
-			break;
-		case O_THREADS:
-			if (parse_long(optarg, 1, 256, &v))
-				cli_usage_error(&cli, "--threads: '%s' is not a count (1..256)", optarg);
-			parallel_set_threads((int)v);
-			break;
+		case O_DEVICE: engine_cli_device(&cli, optarg, &o.device); break;
+		case O_THREADS: engine_cli_threads(&cli, optarg); break;
 		default:
 			if (!cli_common(c, &cli))
 				cli_usage_error(&cli, NULL);

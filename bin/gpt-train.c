@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "parallel.h"
 #include "schedule.h"
 #include "train.h"
 
@@ -122,15 +121,8 @@ int main(int argc, char **argv)
 		case O_LR_HEAD: o.base_lr[SCHED_HEAD] = lr_arg("lr-head", optarg); break;
 		case O_LR_SCALAR: o.base_lr[SCHED_SCALAR] = lr_arg("lr-scalar", optarg); break;
 		case O_LR_MUON: o.base_lr[SCHED_MUON] = lr_arg("lr-muon", optarg); break;
-		case O_DEVICE:
-			if (engine_parse_device(optarg, &o.device))
-				cli_usage_error(&cli, "--device: '%s' is not cpu, cuda or auto", optarg);
-			break;
-		case O_THREADS:
-			if (parse_long(optarg, 1, 256, &v))
-				cli_usage_error(&cli, "--threads: '%s' is not a count (1..256)", optarg);
-			parallel_set_threads((int)v);
-			break;
+		case O_DEVICE: engine_cli_device(&cli, optarg, &o.device); break;
+		case O_THREADS: engine_cli_threads(&cli, optarg); break;
 		default:
 			if (!cli_common(c, &cli))
 				cli_usage_error(&cli, NULL);

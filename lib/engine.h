@@ -67,6 +67,10 @@ struct engine *engine_create(enum engine_device dev, const struct gpt_config *c,
 void engine_free(struct engine *en);
 /* Parse "cpu", "cuda", "auto". */
 int engine_parse_device(const char *s, enum engine_device *out);
+/* The --device and --threads options every program that runs a model has:
+ * parse arg (usage error through t on a bad value). */
+void engine_cli_device(const struct cli_text *t, const char *arg, enum engine_device *out);
+void engine_cli_threads(const struct cli_text *t, const char *arg);
 
 /* The CPU engine (lib/engine_cpu.c). */
 struct engine *engine_cpu_create(const struct gpt_config *c, const float *w, int max_T, int train,

@@ -8,6 +8,7 @@
 #include "engine.h"
 #include "model.h"
 #include "optim.h"
+#include "parallel.h"
 
 struct cpu_engine {
 	struct engine en;
@@ -181,6 +182,20 @@ int engine_parse_device(const char *s, enum engine_device *out)
 	else
 		return -1;
 	return 0;
+}
+
+void engine_cli_device(const struct cli_text *t, const char *arg, enum engine_device *out)
+{
+	if (engine_parse_device(arg, out))
+		cli_usage_error(t, "--device: '%s' is not cpu, cuda or auto", arg);
+}
+
+void engine_cli_threads(const struct cli_text *t, const char *arg)
+{
+	long v;
+	if (parse_long(arg, 1, 256, &v))
+		cli_usage_error(t, "--threads: '%s' is not a count (1..256)", arg);
+	parallel_set_threads((int)v);
 }
 
 struct engine *engine_create(enum engine_device dev, const struct gpt_config *c, const float *w,
