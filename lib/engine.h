@@ -25,6 +25,16 @@
 #include "util.h"
 
 struct engine;
+struct dist; /* lib/dist.h: the ranks of a data-parallel run */
+
+/* micro()'s grad argument */
+enum {
+	MICRO_LOSS = 0,      /* loss only */
+	MICRO_GRAD = 1,      /* add this micro-batch's gradient to the accumulator */
+	MICRO_GRAD_LAST = 2, /* the same, and it is the step's last micro-batch on this rank:
+	                        afterwards the accumulator holds the mean over the ranks (spec 8:
+	                        DDP averages); with one rank the same as MICRO_GRAD */
+};
 
 struct engine_ops {
 	const char *name; /* "cpu", "cuda" */
@@ -44,6 +54,9 @@ struct engine_ops {
 	int (*grad_get)(struct engine *en, float *dst, struct gpt_err *e);
 	int64_t (*steps)(struct engine *en);
 	int (*set_steps)(struct engine *en, int64_t steps, struct gpt_err *e);
+	/* sum n numbers over the ranks of a data-parallel run, in place, the
+	 * same result on every rank (NULL or world 1: nothing to do) */
+	int (*allreduce)(struct engine *en, double *v, int n, struct gpt_err *e);
 	/* peak memory the engine allocated, in bytes (0 if unknown) */
 	uint64_t (*peak_bytes)(struct engine *en);
 	void (*free)(struct engine *en);
@@ -54,6 +67,7 @@ struct engine {
 	struct gpt_config cfg;
 	struct gpt_table table;
 	int max_T;
+	struct dist *dist; /* NULL: one process */
 };
 
 enum engine_device { ENGINE_AUTO, ENGINE_CPU, ENGINE_CUDA };
@@ -64,6 +78,12 @@ enum engine_device { ENGINE_AUTO, ENGINE_CPU, ENGINE_CUDA };
  * allocate gradients and optimizer state (0 for evaluation only). */
 struct engine *engine_create(enum engine_device dev, const struct gpt_config *c, const float *w,
                              int max_T, int train, struct gpt_err *e);
+/* The same for one rank of a data-parallel run (d from dist_open, or NULL:
+ * one process): every rank must pass the same c and w. The engine uses d
+ * (it does not own it) to average gradients and sum numbers over ranks. */
+struct engine *engine_create_dist(enum engine_device dev, const struct gpt_config *c,
+                                  const float *w, int max_T, int train, struct dist *d,
+                                  struct gpt_err *e);
 void engine_free(struct engine *en);
 /* Parse "cpu", "cuda", "auto". */
 int engine_parse_device(const char *s, enum engine_device *out);
@@ -79,6 +99,9 @@ struct engine *engine_cpu_create(const struct gpt_config *c, const float *w, int
  * arguments as engine_cpu_create; NULL and a message without a device. */
 struct engine *engine_cuda_create(const struct gpt_config *c, const float *w, int max_T, int train,
                                   struct gpt_err *e);
+/* With ranks: d may be NULL. Exchanges the NCCL id over d (dist_bcast). */
+struct engine *engine_cuda_create_dist(const struct gpt_config *c, const float *w, int max_T,
+                                       int train, struct dist *d, struct gpt_err *e);
 /* 1 if the CUDA engine is built in and a device is present. */
 int engine_cuda_available(void);
 

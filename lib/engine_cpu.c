@@ -201,18 +201,27 @@ void engine_cli_threads(const struct cli_text *t, const char *arg)
 struct engine *engine_create(enum engine_device dev, const struct gpt_config *c, const float *w,
                              int max_T, int train, struct gpt_err *e)
 {
+	return engine_create_dist(dev, c, w, max_T, train, NULL, e);
+}
+
+struct engine *engine_create_dist(enum engine_device dev, const struct gpt_config *c,
+                                  const float *w, int max_T, int train, struct dist *d,
+                                  struct gpt_err *e)
+{
 	/* auto: the GPU when this build has CUDA and a device is present
 	 * (the CUDA engine matches the CPU engine to bf16 noise: tests/gpu/gpu_engine.c) */
 	if (dev == ENGINE_AUTO && engine_cuda_available())
 		dev = ENGINE_CUDA;
 	if (dev == ENGINE_CUDA) {
 #ifdef GPT_CUDA
-		return engine_cuda_create(c, w, max_T, train, e);
+		return engine_cuda_create_dist(c, w, max_T, train, d, e);
 #else
 		return gpt_errf(e, "this build has no CUDA backend (rebuild with nvcc, or use --device cpu)"),
 		       NULL;
 #endif
 	}
+	if (d)
+		return gpt_errf(e, "data-parallel training on the CPU engine is not built yet"), NULL;
 	return engine_cpu_create(c, w, max_T, train, e);
 }
 

@@ -931,4 +931,12 @@ fail:
 	return NULL;
 }
 
+struct engine *engine_cuda_create_dist(const struct gpt_config *cfg, const float *w, int max_T,
+                                       int train, struct dist *d, struct gpt_err *e)
+{
+	if (d)
+		return gpt_errf(e, "data-parallel training on the CUDA engine is not built yet"), NULL;
+	return engine_cuda_create(cfg, w, max_T, train, e);
+}
+
 #endif /* GPT_CUDA */
