@@ -138,6 +138,8 @@ struct cuda_engine {
 	float *dx0;
 	void *mixwork;
 	uint16_t *logit16;
+	/* GPT_CUDA_PROFILE: GPU time per kind of work, from events between marks */
+	struct prof *prof;
 	/* bookkeeping */
 	void *allocs[MAX_ALLOCS];
 	int nallocs;
@@ -148,6 +150,86 @@ struct cuda_engine {
 };
 
 #define CU(en) ((struct cuda_engine *)(en))
+
+/* ------------------------------------------------------------------------
+ * Profile (GPT_CUDA_PROFILE=1 in the environment): prof_mark(c, K) records
+ * an event on the stream; the GPU time until the next mark is counted as
+ * work of kind K. Marks are read back at the synchronisation that ends a
+ * micro-batch or an update; the table goes to stderr when the engine is
+ * freed, per optimizer step. Idle time on the stream (the host late with
+ * the next launch) counts towards the kind of the work that follows it;
+ * "host wait" is the wall time of micro()/update() minus the GPU time of
+ * their marks, the host's own share. Off, a mark costs one branch.
+ */
+enum prof_kind {
+	PK_UPLOAD, PK_EMBED, PK_MASK, PK_GEMM_FWD, PK_GEMM_BWD, PK_ATTN_FWD, PK_ATTN_BWD, PK_NORM,
+	PK_ELEM, PK_HEAD, PK_ADAM, PK_MUON, PK_CAST, PK_ZERO, PK_N
+};
+static const char *const prof_names[PK_N] = {
+	"upload", "embedding", "attn mask", "gemm fwd", "gemm bwd", "attention fwd",
+	"attention bwd", "norm/rotary", "elementwise", "head+loss", "adam", "muon", "cast", "zero grad",
+};
+#define PROF_MAX 4096
+struct prof {
+	cudaEvent_t ev[PROF_MAX];
+	int kind[PROF_MAX];
+	int n;
+	double ms[PK_N], gpu_ms, wall_ms, t0;
+	long steps, micros;
+};
+
+static void prof_mark(struct cuda_engine *c, int kind)
+{
+	struct prof *p = c->prof;
+	if (!p || p->n >= PROF_MAX)
+		return;
+	if (!p->ev[p->n])
+		CUDA_CHECK(cudaEventCreate(&p->ev[p->n]));
+	CUDA_CHECK(cudaEventRecord(p->ev[p->n], c->s));
+	p->kind[p->n++] = kind;
+}
+
+static void prof_begin(struct cuda_engine *c)
+{
+	if (c->prof) {
+		c->prof->n = 0;
+		c->prof->t0 = now_seconds();
+	}
+}
+
+/* after a stream synchronisation */
+static void prof_collect(struct cuda_engine *c)
+{
+	struct prof *p = c->prof;
+	if (!p)
+		return;
+	prof_mark(c, PK_N);
+	CUDA_CHECK(cudaStreamSynchronize(c->s));
+	for (int i = 0; i + 1 < p->n; i++) {
+		float ms = 0;
+		CUDA_CHECK(cudaEventElapsedTime(&ms, p->ev[i], p->ev[i + 1]));
+		p->ms[p->kind[i]] += ms;
+		p->gpu_ms += ms;
+	}
+	p->wall_ms += 1e3 * (now_seconds() - p->t0);
+	p->n = 0;
+}
+
+static void prof_report(struct cuda_engine *c)
+{
+	struct prof *p = c->prof;
+	if (!p || !p->steps)
+		return;
+	double k = 1.0 / (double)p->steps;
+	fprintf(stderr, "%s: CUDA engine profile: %ld steps, %ld micro-batches; GPU ms per step:\n",
+	        progname, p->steps, p->micros);
+	for (int i = 0; i < PK_N; i++)
+		if (p->ms[i] > 0)
+			fprintf(stderr, "  %-14s %9.2f  %5.1f%%\n", prof_names[i], p->ms[i] * k,
+			        100 * p->ms[i] / p->gpu_ms);
+	fprintf(stderr, "  %-14s %9.2f\n  %-14s %9.2f\n", "total GPU", p->gpu_ms * k, "wall",
+	        p->wall_ms * k);
+}
 
 static const char *const state_names[] = {"params", "optim.adam_m", "optim.adam_v",
                                           "optim.muon_momentum"};
@@ -212,6 +294,7 @@ static int forward(struct cuda_engine *c, int Tp, int window, struct gpt_err *e)
 	const int D = c->D, F = c->F, V = c->V, H = c->H, hd = c->hd, L = c->L;
 	const size_t n = (size_t)Tp * D;
 	cudaStream_t s = c->s;
+	prof_mark(c, PK_EMBED);
 	rmsnorm_forward(c->x0, c->rstd0, W16(c, c->i_embed), c->tok, V, Tp, D, c->eps, s);
 	for (int t0 = 0; t0 < c->NV; t0 += EMBEDDING_MAX_TABLES) {
 		int nt = c->NV - t0 < EMBEDDING_MAX_TABLES ? c->NV - t0 : EMBEDDING_MAX_TABLES;
@@ -223,11 +306,13 @@ static int forward(struct cuda_engine *c, int Tp, int window, struct gpt_err *e)
 		}
 		embedding_forward(outs, tabs, nt, c->tok, Tp, V, D, s);
 	}
+	prof_mark(c, PK_MASK);
 	if (c->has_attn && attn_mask_build(&c->mask, c->tok, Tp, window, (uint32_t)c->en.cfg.eot, s, e))
 		return -1;
 	for (int l = 0; l < L; l++) {
 		struct gpu_layer *a = &c->lay[l];
 		int attn = gpt_layer_attn(&c->en.cfg, l);
+		prof_mark(c, PK_ELEM);
 		if (l >= L / 2) {
 			int j = l - L / 2;
 			mix_skip_forward(a->res_in, l == L / 2 ? c->skiplast : a->res_in,
@@ -236,25 +321,38 @@ static int forward(struct cuda_engine *c, int Tp, int window, struct gpt_err *e)
 		uint16_t *xm = attn ? c->xm : a->rmid;
 		mix_lambda_forward(xm, a->res_in, c->x0, W32(c, a->lam), n, s);
 		if (attn) {
+			prof_mark(c, PK_NORM);
 			rmsnorm_forward(c->h, a->rstd1, xm, NULL, 0, Tp, D, c->eps, s);
+			prof_mark(c, PK_GEMM_FWD);
 			gemm_fwd(c->gm, a->aq, c->h, W16(c, a->q), Tp, D, D);
 			gemm_fwd(c->gm, a->ak, c->h, W16(c, a->k), Tp, D, D);
 			gemm_fwd(c->gm, a->av, c->h, W16(c, a->v), Tp, D, D);
+			prof_mark(c, PK_ELEM);
 			mix_value_forward(c->vm, a->av, a->ve >= 0 ? c->ve_out[a->ve] : NULL,
 			                  W32(c, a->alam), n, s);
+			prof_mark(c, PK_NORM);
 			qk_norm_rotary_forward(c->qr, c->kr, a->qs, a->ks, a->aq, a->ak, D, D, c->cos_t,
 			                       c->sin_t, Tp, H, hd, c->nf, c->eps, s);
+			prof_mark(c, PK_ATTN_FWD);
 			if (attn_forward(a->y, a->lse, c->qr, c->kr, c->vm, &c->mask, H, hd, s, e))
 				return -1;
+			prof_mark(c, PK_GEMM_FWD);
 			gemm_fwd(c->gm, c->tmp, a->y, W16(c, a->o), Tp, D, D);
+			prof_mark(c, PK_ELEM);
 			residual_add(a->rmid, xm, c->tmp, n, s);
 		}
+		prof_mark(c, PK_NORM);
 		rmsnorm_forward(c->h, a->rstd2, a->rmid, NULL, 0, Tp, D, c->eps, s);
+		prof_mark(c, PK_GEMM_FWD);
 		gemm_fwd(c->gm, a->u, c->h, W16(c, a->fc), Tp, F, D);
+		prof_mark(c, PK_ELEM);
 		relu2_forward(c->big, a->u, (size_t)Tp * F, s);
+		prof_mark(c, PK_GEMM_FWD);
 		gemm_fwd(c->gm, c->tmp, c->big, W16(c, a->proj), Tp, D, F);
+		prof_mark(c, PK_ELEM);
 		residual_add(layer_out(c, l), a->rmid, c->tmp, n, s);
 	}
+	prof_mark(c, PK_NORM);
 	rmsnorm_forward(c->hf, c->rstdf, c->xf, NULL, 0, Tp, D, c->eps, s);
 	return 0;
 }
@@ -268,55 +366,76 @@ static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
 	const size_t n = (size_t)Tp * D;
 	cudaStream_t s = c->s;
 	struct gemm_ctx *gm = c->gm;
+	prof_mark(c, PK_NORM);
 	rmsnorm_backward(c->dx, 0, c->dh, NULL, c->xf, NULL, 0, c->rstdf, Tp, D, s);
 	CUDA_CHECK(cudaMemsetAsync(c->dx0, 0, sizeof(float) * n, s));
+	prof_mark(c, PK_EMBED);
 	embedding_plan_build(c->plan, c->tok, T, s);
 	for (int l = L - 1; l >= 0; l--) {
 		struct gpu_layer *a = &c->lay[l];
 		int attn = gpt_layer_attn(&c->en.cfg, l);
 		/* dx: d loss / d (layer output); encoders add what their skip received */
+		prof_mark(c, PK_ELEM);
 		if (l < L / 2)
 			residual_add(c->dx, c->dx, c->lay[L - 1 - l].res_in, n, s);
 		/* MLP */
+		prof_mark(c, PK_NORM);
 		rmsnorm_forward(c->h, NULL, a->rmid, NULL, 0, Tp, D, c->eps, s);
+		prof_mark(c, PK_ELEM);
 		relu2_forward(c->big, a->u, (size_t)Tp * F, s);
+		prof_mark(c, PK_GEMM_BWD);
 		gemm_bwd_dw(gm, G32(c, a->proj), c->dx, c->big, Tp, D, F, 1.0f);
 		gemm_bwd_dx(gm, c->du, c->dx, W16(c, a->proj), Tp, D, F, 0.0f);
+		prof_mark(c, PK_ELEM);
 		relu2_backward(c->du, c->du, a->u, (size_t)Tp * F, s);
+		prof_mark(c, PK_GEMM_BWD);
 		gemm_bwd_dw(gm, G32(c, a->fc), c->du, c->h, Tp, F, D, 1.0f);
 		gemm_bwd_dx(gm, c->dh, c->du, W16(c, a->fc), Tp, F, D, 0.0f);
+		prof_mark(c, PK_NORM);
 		rmsnorm_backward(c->dx, 1, c->dh, NULL, a->rmid, NULL, 0, a->rstd2, Tp, D, s);
 		/* attention: dx is d loss / d rmid */
 		uint16_t *xm = a->rmid;
 		if (attn) {
 			const uint16_t *ve = a->ve >= 0 ? c->ve_out[a->ve] : NULL;
 			xm = c->xm;
+			prof_mark(c, PK_GEMM_BWD);
 			gemm_bwd_dw(gm, G32(c, a->o), c->dx, a->y, Tp, D, D, 1.0f);
 			gemm_bwd_dx(gm, c->dyb, c->dx, W16(c, a->o), Tp, D, D, 0.0f);
+			prof_mark(c, PK_ELEM);
 			mix_lambda_forward(xm, a->res_in, c->x0, W32(c, a->lam), n, s);
+			prof_mark(c, PK_NORM);
 			rmsnorm_forward(c->h, NULL, xm, NULL, 0, Tp, D, c->eps, s);
+			prof_mark(c, PK_ELEM);
 			mix_value_forward(c->vm, a->av, ve, W32(c, a->alam), n, s);
+			prof_mark(c, PK_NORM);
 			qk_norm_rotary_forward(c->qr, c->kr, a->qs, a->ks, a->aq, a->ak, D, D, c->cos_t,
 			                       c->sin_t, Tp, H, hd, c->nf, c->eps, s);
+			prof_mark(c, PK_ATTN_BWD);
 			if (attn_backward(c->dq, c->dk, c->dv, c->dyb, c->qr, c->kr, c->vm, a->y, a->lse,
 			                  &c->mask, H, hd, s, e))
 				return -1;
 			/* the table's gradient a1 dv before dv is scaled in place */
+			prof_mark(c, PK_EMBED);
 			if (a->ve >= 0)
 				embedding_backward_f32(G32(c, c->i_ve[a->ve]), c->dv, D, W32(c, a->alam) + 1,
 				                       c->plan, D, s);
+			prof_mark(c, PK_ELEM);
 			mix_value_backward(c->dv, G32(c, a->alam), c->dv, a->av, ve, W32(c, a->alam), n,
 			                   c->mixwork, s);
+			prof_mark(c, PK_NORM);
 			qk_norm_rotary_backward(c->dq, c->dk, c->dq, c->dk, a->aq, a->ak, a->qs, a->ks, D,
 			                        D, D, c->cos_t, c->sin_t, Tp, H, hd, c->nf, s);
+			prof_mark(c, PK_GEMM_BWD);
 			gemm_bwd_dw(gm, G32(c, a->q), c->dq, c->h, Tp, D, D, 1.0f);
 			gemm_bwd_dw(gm, G32(c, a->k), c->dk, c->h, Tp, D, D, 1.0f);
 			gemm_bwd_dw(gm, G32(c, a->v), c->dv, c->h, Tp, D, D, 1.0f);
 			gemm_bwd_dx(gm, c->dh, c->dq, W16(c, a->q), Tp, D, D, 0.0f);
 			gemm_bwd_dx(gm, c->dh, c->dk, W16(c, a->k), Tp, D, D, 1.0f);
 			gemm_bwd_dx(gm, c->dh, c->dv, W16(c, a->v), Tp, D, D, 1.0f);
+			prof_mark(c, PK_NORM);
 			rmsnorm_backward(c->dx, 1, c->dh, NULL, xm, NULL, 0, a->rstd1, Tp, D, s);
 		}
+		prof_mark(c, PK_ELEM);
 		/* lambda mix: dx becomes d loss / d res_in; x0's share into dx0 */
 		mix_lambda_backward(c->dx, c->dx0, G32(c, a->lam), c->dx, a->res_in, c->x0,
 		                    W32(c, a->lam), n, c->mixwork, s);
@@ -327,7 +446,9 @@ static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
 		}
 	}
 	/* x0 = norm(embed[tokens]): dx (layer 0's input) + dx0 (the lambda mixes) */
+	prof_mark(c, PK_NORM);
 	rmsnorm_backward(c->dh, 0, c->dx, c->dx0, W16(c, c->i_embed), c->tok, V, c->rstd0, Tp, D, s);
+	prof_mark(c, PK_EMBED);
 	embedding_backward_f32(G32(c, c->i_embed), c->dh, D, NULL, c->plan, D, s);
 	return 0;
 }
@@ -372,9 +493,12 @@ static int cuda_micro(struct engine *en, const uint32_t *in, const uint32_t *tgt
 	int Tp;
 	if (grad && !c->train)
 		return gpt_errf(e, "engine created for evaluation only");
+	prof_begin(c);
+	prof_mark(c, PK_UPLOAD);
 	if (upload_tokens(c, in, tgt, T, window, &Tp, e) || forward(c, Tp, window, e))
 		goto fail;
 	float cap = c->en.cfg.softcap;
+	prof_mark(c, PK_HEAD);
 	if (grad) {
 		if (Tp > T)
 			CUDA_CHECK(cudaMemsetAsync(c->dh + (size_t)T * c->D, 0,
@@ -389,6 +513,10 @@ static int cuda_micro(struct engine *en, const uint32_t *in, const uint32_t *tgt
 	CUDA_CHECK(cudaMemcpyAsync(c->h_loss, c->d_loss, sizeof(float), cudaMemcpyDeviceToHost, c->s));
 	CUDA_CHECK(cudaStreamSynchronize(c->s));
 	*loss = (double)*c->h_loss;
+	if (c->prof) {
+		prof_collect(c);
+		c->prof->micros++;
+	}
 	if (!c->measured) {
 		note_peak(c);
 		c->measured = 1;
@@ -425,8 +553,11 @@ static int cuda_logits(struct engine *en, const uint32_t *in, int T, int window,
 static void cuda_zero_grad(struct engine *en)
 {
 	struct cuda_engine *c = CU(en);
+	prof_begin(c);
+	prof_mark(c, PK_ZERO);
 	if (c->g32)
 		CUDA_CHECK(cudaMemsetAsync(c->g32, 0, sizeof(float) * c->dtotal, c->s));
+	prof_collect(c);
 }
 
 /* ------------------------------------------------------------------------
@@ -440,6 +571,8 @@ static int cuda_update(struct engine *en, const double lr[GPT_NGROUPS], double m
 	if (!c->train)
 		return gpt_errf(e, "engine created for evaluation only");
 	c->steps++;
+	prof_begin(c);
+	prof_mark(c, PK_ADAM);
 	for (int i = 0; i < t->n; i++) {
 		const struct gpt_param *p = &t->p[i];
 		if (p->group == GPT_GROUP_MUON)
@@ -461,6 +594,7 @@ static int cuda_update(struct engine *en, const double lr[GPT_NGROUPS], double m
 			                p->numel, &h, c->s);
 		}
 	}
+	prof_mark(c, PK_MUON);
 	for (int k = 0; k < c->nshapes; k++) {
 		struct muon_shape *m = &c->shapes[k];
 		for (int b = 0; b < m->n; b += MUON_GPU_MAX_BATCH) {
@@ -477,7 +611,12 @@ static int cuda_update(struct engine *en, const double lr[GPT_NGROUPS], double m
 			                lr[GPT_GROUP_MUON], mu);
 		}
 	}
+	prof_mark(c, PK_CAST);
 	cast_f32_to_bf16(c->w16, c->w32, c->dtotal, c->s);
+	if (c->prof) {
+		prof_collect(c);
+		c->prof->steps++;
+	}
 	return 0;
 }
 
@@ -608,6 +747,12 @@ static void cuda_free(struct engine *en)
 		return;
 	if (c->s)
 		cudaStreamSynchronize(c->s);
+	if (c->prof) {
+		prof_report(c);
+		for (int i = 0; i < PROF_MAX && c->prof->ev[i]; i++)
+			cudaEventDestroy(c->prof->ev[i]);
+		free(c->prof);
+	}
 	for (int k = 0; k < c->nshapes; k++) {
 		free(c->shapes[k].params);
 		/* a workspace may serve two shapes: free it once */
@@ -883,6 +1028,11 @@ struct engine *engine_cuda_create(const struct gpt_config *cfg, const float *w, 
 		goto fail;
 	}
 	c->lay[0].res_in = c->x0;
+	{
+		const char *pe = getenv("GPT_CUDA_PROFILE");
+		if (pe && *pe && strcmp(pe, "0"))
+			c->prof = xcalloc(1, sizeof *c->prof);
+	}
 	CUDA_CHECK(cudaMallocHost((void **)&c->h_tok, sizeof(uint32_t) * T));
 	CUDA_CHECK(cudaMallocHost((void **)&c->h_tgt, sizeof(uint32_t) * T));
 	CUDA_CHECK(cudaMallocHost((void **)&c->h_loss, sizeof(float)));
