@@ -7,7 +7,18 @@
  *          head_loss_token_losses, head_loss_forward_backward,
  *          head_loss_forward
  *
- * The row kernel: one block of CE_THREADS threads per token row of the
+ * The fast row kernel (the default for 0 < softcap <= CE_FAST_MAX_CAP and
+ * V % 8 == 0): one block of CE_FAST_THREADS threads per row, no shared
+ * row, two reads of the bf16 row. The softcap bounds z to [-cap, cap], so
+ * sum exp(z) cannot overflow and needs no max: pass 1 sums exp(z) with
+ * t = tanh(l/cap) = 1 - 2/(1 + exp(2l/cap)) and z = cap t (exp through the
+ * ex2 unit: absolute error of z ~1e-6, far under the bf16 rounding of the
+ * logits); pass 2 (backward) recomputes t from the row (an L2 hit) and
+ * writes the gradient. Small blocks without a row cache keep many rows in
+ * flight per multiprocessor: the pass is bound by memory, not by the three
+ * barrier-separated passes of the precise kernel (HEAD_LOSS_PRECISE).
+ *
+ * The precise row kernel: one block of CE_THREADS threads per token row of the
  * chunk's logits. Pass 1 reads the bf16 row (16-byte loads when V % 8 == 0),
  * applies the softcap in fp32 (kept in shared memory when it fits) and
  * finds the max; pass 2 sums exp(z - max); pass 3 (backward only) writes
@@ -20,12 +31,15 @@
 #include "kcommon.cuh"
 
 #define CE_THREADS 1024
+#define CE_FAST_THREADS 256
+#define CE_FAST_MAX_CAP 40.0f
 #define MEAN_THREADS 1024
 
 struct head_loss {
 	int max_T, V, D, chunk, flags;
 	int cache; /* z kept in shared memory */
 	int vec;   /* V % 8 == 0: 16-byte row accesses */
+	int precise; /* HEAD_LOSS_PRECISE */
 	uint16_t *logits; /* [chunk, V] */
 	float *losses;    /* [max_T] */
 };
@@ -157,6 +171,54 @@ __global__ void __launch_bounds__(CE_THREADS, 1)
 	}
 }
 
+/* tanh(l / cap) as 1 - 2 / (1 + exp(2 l / cap)); k2 = 2 log2(e) / cap. */
+static __device__ __forceinline__ float tanh_cap(float l, float k2)
+{
+	return 1.0f - __fdividef(2.0f, 1.0f + exp2f(l * k2));
+}
+
+template <bool GRAD>
+__global__ void __launch_bounds__(CE_FAST_THREADS)
+	k_softcap_ce_fast(uint16_t *__restrict__ L, const uint32_t *__restrict__ targets,
+	                  float *__restrict__ losses, int V, float cap, float invT)
+{
+	__shared__ float red[33];
+	__shared__ float zy_s;
+	uint16_t *row = L + (size_t)blockIdx.x * (size_t)V;
+	const uint32_t y = targets[blockIdx.x];
+	const int tid = threadIdx.x;
+	const float k2 = 2.0f * 1.4426950408889634f / cap, kc = cap * 1.4426950408889634f;
+	if (tid == 0)
+		zy_s = y < (uint32_t)V ? cap * tanh_cap(bf2f(row[y]), k2) : 0.0f;
+	float s = 0.0f;
+	for (int i = tid * 8; i < V; i += CE_FAST_THREADS * 8) {
+		float l[8];
+		unpack8(*reinterpret_cast<const uint4 *>(row + i), l);
+#pragma unroll
+		for (int j = 0; j < 8; j++)
+			s += exp2f(kc * tanh_cap(l[j], k2));
+	}
+	s = block_sum(s, red); /* its barriers also publish zy_s, read before pass 2 writes */
+	const float lse = logf(s), inv = 1.0f / s;
+	if (tid == 0)
+		losses[blockIdx.x] = y < (uint32_t)V ? lse - zy_s : __int_as_float(0x7fc00000);
+	for (int i = tid * 8; GRAD && i < V; i += CE_FAST_THREADS * 8) {
+		float l[8];
+		unpack8(*reinterpret_cast<const uint4 *>(row + i), l);
+		uint32_t o[8];
+#pragma unroll
+		for (int j = 0; j < 8; j++) {
+			float t = tanh_cap(l[j], k2);
+			float g = (exp2f(kc * t) * inv - ((uint32_t)(i + j) == y ? 1.0f : 0.0f)) * invT;
+			o[j] = f2bf(g * (1.0f - t * t));
+		}
+		uint4 w;
+		w.x = o[0] | o[1] << 16, w.y = o[2] | o[3] << 16;
+		w.z = o[4] | o[5] << 16, w.w = o[6] | o[7] << 16;
+		*reinterpret_cast<uint4 *>(row + i) = w;
+	}
+}
+
 /* out = (float)(sum of losses[0..T) in double / T), one block, fixed order. */
 __global__ void __launch_bounds__(MEAN_THREADS) k_mean(const float *__restrict__ losses, int T,
                                                        float *__restrict__ out)
@@ -182,7 +244,7 @@ extern "C" struct head_loss *head_loss_create(int max_T, int vocab, int dim, int
 {
 	if (max_T < 1 || vocab < 1 || dim < 1)
 		KFATAL("head_loss: invalid sizes max_T=%d vocab=%d dim=%d", max_T, vocab, dim);
-	if (flags & ~HEAD_LOSS_NO_ROW_CACHE)
+	if (flags & ~(HEAD_LOSS_NO_ROW_CACHE | HEAD_LOSS_PRECISE))
 		KFATAL("head_loss: unknown flags 0x%x", (unsigned)flags);
 	struct head_loss *h = (struct head_loss *)calloc(1, sizeof *h);
 	if (!h)
@@ -192,6 +254,7 @@ extern "C" struct head_loss *head_loss_create(int max_T, int vocab, int dim, int
 	if (h->chunk > max_T)
 		h->chunk = max_T;
 	h->vec = vocab % 8 == 0;
+	h->precise = !!(flags & HEAD_LOSS_PRECISE);
 	int dev, optin;
 	CUDA_CHECK(cudaGetDevice(&dev));
 	CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
@@ -235,7 +298,10 @@ static void launch_ce(const struct head_loss *h, int n, const uint32_t *targets,
                       float cap, float invT, cudaStream_t s)
 {
 	const size_t smem = h->cache ? (size_t)h->V * sizeof(float) : 0;
-	if (h->vec) {
+	if (h->vec && !h->precise && cap > 0.0f && cap <= CE_FAST_MAX_CAP) {
+		k_softcap_ce_fast<GRAD>
+			<<<n, CE_FAST_THREADS, 0, s>>>(h->logits, targets, losses, h->V, cap, invT);
+	} else if (h->vec) {
 		if (h->cache)
 			k_softcap_ce<GRAD, true, true>
 				<<<n, CE_THREADS, smem, s>>>(h->logits, targets, losses, h->V, cap, invT);

@@ -6,7 +6,10 @@
  *
  * Per chunk of at most chunk_rows tokens (rows r0 .. r0+n-1):
  *   1. L = x_c W^T                 [n, V] bf16  (gemm_fwd: fp32 accumulation)
- *   2. one fused kernel per row t (fp32 math): z_v = cap*tanh(L_v/cap)
+ *   2. one fused kernel per row t (fp32 math; by default, for 0 < cap <= 40
+ *      and V % 8 == 0, a fast two-pass form with the exp unit's tanh and no
+ *      max, since z is bounded: see head_loss.cu; HEAD_LOSS_PRECISE keeps
+ *      the three-pass form with tanhf/expf): z_v = cap*tanh(L_v/cap)
  *      (cap = 0: z = L), lse = max + log(sum exp(z - max)) over all V
  *      columns (the padded ones too), loss_t = lse - z[target_t]; with the
  *      backward it overwrites the row of L in bf16 with
@@ -46,7 +49,7 @@ extern "C" {
 
 #define HEAD_LOSS_CHUNK_DEFAULT 8192
 
-enum { HEAD_LOSS_NO_ROW_CACHE = 1 };
+enum { HEAD_LOSS_NO_ROW_CACHE = 1, HEAD_LOSS_PRECISE = 2 };
 
 struct head_loss;
 

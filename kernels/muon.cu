@@ -4,7 +4,8 @@
  * elementwise steps between them, and the fp32 apply. See muon.cuh.
  *
  * defines: muon_ws_create, muon_ws_free, muon_ws_bytes,
- *          muon_orthogonalize_gpu, muon_apply_gpu, muon_update_gpu
+ *          muon_orthogonalize_gpu, muon_apply_gpu, muon_update_gpu,
+ *          muon_momentum_gpu
  *
  * Workspace (contiguous per buffer, matrix i at i * size): X, BX [m, n];
  * A, cA, AA [m, m] (B = b*A + AA is written over AA); part: the Frobenius
@@ -184,6 +185,21 @@ __global__ void __launch_bounds__(EW_THREADS)
 		pz[i] = __fadd_rn(pz[i], __fmul_rn(alpha, bf2f(uz[i])));
 }
 
+/* buf = lerp(buf, g, w1); g = lerp(g, buf, w2): k_momentum_x's arithmetic,
+ * with g' written over g. Grid: (blocks, matrices). */
+__global__ void __launch_bounds__(EW_THREADS)
+	k_momentum_inplace(fptrs g, fptrs buf, size_t n, float w1, float w2)
+{
+	const int z = blockIdx.y;
+	float *gz = g.a[z], *bz = buf.a[z];
+	for (size_t i = (size_t)blockIdx.x * EW_THREADS + threadIdx.x; i < n;
+	     i += (size_t)gridDim.x * EW_THREADS) {
+		const float o = gz[i], b = lerp_pt(bz[i], o, w1);
+		bz[i] = b;
+		gz[i] = lerp_pt(o, b, w2);
+	}
+}
+
 extern "C" struct muon_ws *muon_ws_create(int rows, int cols, int max_count)
 {
 	if (rows < 1 || cols < 1 || max_count < 1 || max_count > MUON_GPU_MAX_BATCH)
@@ -342,4 +358,23 @@ extern "C" void muon_update_gpu(struct gemm_ctx *g, struct muon_ws *w, int rows,
 	const size_t mn = (size_t)rows * cols;
 	ns_run(g, w, rows, cols, count, buf, grad, mu, MUON_NS_STEPS, w->BX, mn);
 	muon_apply_gpu(rows, cols, count, p, w->BX, mn, lr, gemm_stream(g));
+}
+
+extern "C" void muon_momentum_gpu(int rows, int cols, int count, float *const buf[],
+                                  float *const grad[], double mu, cudaStream_t stream)
+{
+	if (rows < 1 || cols < 1 || count < 1 || count > MUON_GPU_MAX_BATCH)
+		KFATAL("muon: invalid momentum step of %d matrices %d x %d", count, rows, cols);
+	fptrs gp, bp;
+	memset(&gp, 0, sizeof gp), memset(&bp, 0, sizeof bp);
+	for (int i = 0; i < count; i++) {
+		if (!grad[i] || !buf[i])
+			KFATAL("muon: NULL matrix pointer %d", i);
+		gp.a[i] = grad[i], bp.a[i] = buf[i];
+	}
+	const size_t n = (size_t)rows * cols;
+	const float w1 = (float)(1 - mu), w2 = (float)mu; /* as ns_run */
+	k_momentum_inplace<<<dim3(grid_for(n, EW_THREADS * 4, 256), count), EW_THREADS, 0, stream>>>(
+		gp, bp, n, w1, w2);
+	CUDA_CHECK_LAST();
 }

@@ -29,10 +29,13 @@
  * then (the tests measure ||u_gpu - u_cpu|| / ||u_cpu||).
  *   apply: p = p + f32(-lr * sqrt(max(1, rows/cols))) * u   (fp32, no FMA)
  *
- * World size P > 1 (spec 8.3): the owner of a matrix runs
- * muon_orthogonalize_gpu into its slot of the all_gather buffer (u, in the
- * matrix's own shape); after the gather every rank runs muon_apply_gpu on
- * the gathered buffers. With P = 1, muon_update_gpu does both.
+ * World size P > 1 (spec 8.3): every rank runs muon_momentum_gpu on every
+ * matrix (so all ranks hold the whole momentum, as a checkpoint needs; it
+ * leaves the Nesterov gradient g' in the gradient buffer), the owner of a
+ * matrix runs muon_orthogonalize_gpu without momentum on g' into its slot
+ * of the all_gather buffer (u, in the matrix's own shape); after the gather
+ * every rank runs muon_apply_gpu on the gathered buffers. The bits are
+ * those of the fused path. With P = 1, muon_update_gpu does it all.
  *
  * All work is queued on the gemm context's stream (muon_apply_gpu: the
  * given stream). Errors exit(1) with a message.
@@ -78,6 +81,12 @@ void muon_orthogonalize_gpu(struct gemm_ctx *g, struct muon_ws *w, int rows, int
  * u_i = u + i * u_stride (bf16, rows x cols). */
 void muon_apply_gpu(int rows, int cols, int count, float *const p[], const uint16_t *u,
                     size_t u_stride, double lr, cudaStream_t stream);
+
+/* Momentum alone, for count matrices of rows x cols (fp32, as
+ * muon_orthogonalize_gpu's): buf[i] = lerp(buf[i], grad[i], 1 - mu), then
+ * grad[i] = lerp(grad[i], buf[i], mu) (the Nesterov gradient, in place). */
+void muon_momentum_gpu(int rows, int cols, int count, float *const buf[], float *const grad[],
+                       double mu, cudaStream_t stream);
 
 /* World size 1: momentum + NS5 (5 steps) + apply for count matrices. The
  * update goes through the workspace (no extra memory). */

@@ -38,8 +38,14 @@
  *   with attention: q, k, v [T,D] (h W^T, before QK-norm / value mix),
  *                   qs, ks fp32 [T,H] (QK-norm scales), y [T,D] (attention
  *                   output), lse fp32 [H,T], rstd1 fp32 [T].
- * Recomputed in the backward from those (same kernels, same bits): the
- * lambda mix, the norm outputs, relu^2, the value mix, QK-norm + rotary.
+ * Training also keeps, per layer, h2 [T,D] (the MLP's norm output), act
+ * [T,F] (relu^2 of u) and with attention qr, kr, vm [T,D] (rotated q, k;
+ * mixed v): 2 T (L (D + F) + 3 A D) bytes more (9.3 GB for the record at
+ * T = 65536), which spares the backward five passes over memory per layer
+ * (GPT_CUDA_RECOMPUTE=1 recomputes them instead, as evaluation always
+ * does). Recomputed in the backward (same kernels, same bits): the lambda
+ * mix and attention's norm output; without the kept buffers also the
+ * MLP's norm output, relu^2, the value mix, QK-norm + rotary.
  * Shared: x0, xf (final residual), hf (final norm), the last encoder
  * output, the value-embedding lookups (one [T,D] per table); work buffers
  * xm, h, tmp, qr, kr, vm, dx, dh, dy, dq, dk, dv [T,D], big, du [T,F], dx0
@@ -90,6 +96,9 @@ struct gpu_layer {
 	int lam, alam, q, k, v, o, fc, proj, ve;
 	/* activations */
 	uint16_t *res_in, *rmid, *u, *aq, *ak, *av, *y;
+	/* kept when training so the backward need not recompute them: the
+	 * MLP's norm output and relu^2; attention's rotated q, k and mixed v */
+	uint16_t *h2, *act, *qr, *kr, *vm;
 	float *rstd1, *rstd2, *qs, *ks, *lse;
 };
 
@@ -327,28 +336,31 @@ static int forward(struct cuda_engine *c, int Tp, int window, struct gpt_err *e)
 			gemm_fwd(c->gm, a->aq, c->h, W16(c, a->q), Tp, D, D);
 			gemm_fwd(c->gm, a->ak, c->h, W16(c, a->k), Tp, D, D);
 			gemm_fwd(c->gm, a->av, c->h, W16(c, a->v), Tp, D, D);
+			uint16_t *qr = a->qr ? a->qr : c->qr, *kr = a->kr ? a->kr : c->kr;
+			uint16_t *vm = a->vm ? a->vm : c->vm;
 			prof_mark(c, PK_ELEM);
-			mix_value_forward(c->vm, a->av, a->ve >= 0 ? c->ve_out[a->ve] : NULL,
-			                  W32(c, a->alam), n, s);
+			mix_value_forward(vm, a->av, a->ve >= 0 ? c->ve_out[a->ve] : NULL, W32(c, a->alam),
+			                  n, s);
 			prof_mark(c, PK_NORM);
-			qk_norm_rotary_forward(c->qr, c->kr, a->qs, a->ks, a->aq, a->ak, D, D, c->cos_t,
-			                       c->sin_t, Tp, H, hd, c->nf, c->eps, s);
+			qk_norm_rotary_forward(qr, kr, a->qs, a->ks, a->aq, a->ak, D, D, c->cos_t, c->sin_t,
+			                       Tp, H, hd, c->nf, c->eps, s);
 			prof_mark(c, PK_ATTN_FWD);
-			if (attn_forward(a->y, a->lse, c->qr, c->kr, c->vm, &c->mask, H, hd, s, e))
+			if (attn_forward(a->y, a->lse, qr, kr, vm, &c->mask, H, hd, s, e))
 				return -1;
 			prof_mark(c, PK_GEMM_FWD);
 			gemm_fwd(c->gm, c->tmp, a->y, W16(c, a->o), Tp, D, D);
 			prof_mark(c, PK_ELEM);
 			residual_add(a->rmid, xm, c->tmp, n, s);
 		}
+		uint16_t *h2 = a->h2 ? a->h2 : c->h, *act = a->act ? a->act : c->big;
 		prof_mark(c, PK_NORM);
-		rmsnorm_forward(c->h, a->rstd2, a->rmid, NULL, 0, Tp, D, c->eps, s);
+		rmsnorm_forward(h2, a->rstd2, a->rmid, NULL, 0, Tp, D, c->eps, s);
 		prof_mark(c, PK_GEMM_FWD);
-		gemm_fwd(c->gm, a->u, c->h, W16(c, a->fc), Tp, F, D);
+		gemm_fwd(c->gm, a->u, h2, W16(c, a->fc), Tp, F, D);
 		prof_mark(c, PK_ELEM);
-		relu2_forward(c->big, a->u, (size_t)Tp * F, s);
+		relu2_forward(act, a->u, (size_t)Tp * F, s);
 		prof_mark(c, PK_GEMM_FWD);
-		gemm_fwd(c->gm, c->tmp, c->big, W16(c, a->proj), Tp, D, F);
+		gemm_fwd(c->gm, c->tmp, act, W16(c, a->proj), Tp, D, F);
 		prof_mark(c, PK_ELEM);
 		residual_add(layer_out(c, l), a->rmid, c->tmp, n, s);
 	}
@@ -378,18 +390,25 @@ static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
 		prof_mark(c, PK_ELEM);
 		if (l < L / 2)
 			residual_add(c->dx, c->dx, c->lay[L - 1 - l].res_in, n, s);
-		/* MLP */
-		prof_mark(c, PK_NORM);
-		rmsnorm_forward(c->h, NULL, a->rmid, NULL, 0, Tp, D, c->eps, s);
-		prof_mark(c, PK_ELEM);
-		relu2_forward(c->big, a->u, (size_t)Tp * F, s);
+		/* MLP (norm output and relu^2 kept by the forward, or recomputed) */
+		const uint16_t *h2 = a->h2, *act = a->act;
+		if (!h2) {
+			prof_mark(c, PK_NORM);
+			rmsnorm_forward(c->h, NULL, a->rmid, NULL, 0, Tp, D, c->eps, s);
+			h2 = c->h;
+		}
+		if (!act) {
+			prof_mark(c, PK_ELEM);
+			relu2_forward(c->big, a->u, (size_t)Tp * F, s);
+			act = c->big;
+		}
 		prof_mark(c, PK_GEMM_BWD);
-		gemm_bwd_dw(gm, G32(c, a->proj), c->dx, c->big, Tp, D, F, 1.0f);
+		gemm_bwd_dw(gm, G32(c, a->proj), c->dx, act, Tp, D, F, 1.0f);
 		gemm_bwd_dx(gm, c->du, c->dx, W16(c, a->proj), Tp, D, F, 0.0f);
 		prof_mark(c, PK_ELEM);
 		relu2_backward(c->du, c->du, a->u, (size_t)Tp * F, s);
 		prof_mark(c, PK_GEMM_BWD);
-		gemm_bwd_dw(gm, G32(c, a->fc), c->du, c->h, Tp, F, D, 1.0f);
+		gemm_bwd_dw(gm, G32(c, a->fc), c->du, h2, Tp, F, D, 1.0f);
 		gemm_bwd_dx(gm, c->dh, c->du, W16(c, a->fc), Tp, F, D, 0.0f);
 		prof_mark(c, PK_NORM);
 		rmsnorm_backward(c->dx, 1, c->dh, NULL, a->rmid, NULL, 0, a->rstd2, Tp, D, s);
@@ -405,13 +424,20 @@ static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
 			mix_lambda_forward(xm, a->res_in, c->x0, W32(c, a->lam), n, s);
 			prof_mark(c, PK_NORM);
 			rmsnorm_forward(c->h, NULL, xm, NULL, 0, Tp, D, c->eps, s);
-			prof_mark(c, PK_ELEM);
-			mix_value_forward(c->vm, a->av, ve, W32(c, a->alam), n, s);
-			prof_mark(c, PK_NORM);
-			qk_norm_rotary_forward(c->qr, c->kr, a->qs, a->ks, a->aq, a->ak, D, D, c->cos_t,
-			                       c->sin_t, Tp, H, hd, c->nf, c->eps, s);
+			const uint16_t *qr = a->qr, *kr = a->kr, *vm = a->vm;
+			if (!vm) {
+				prof_mark(c, PK_ELEM);
+				mix_value_forward(c->vm, a->av, ve, W32(c, a->alam), n, s);
+				vm = c->vm;
+			}
+			if (!qr) {
+				prof_mark(c, PK_NORM);
+				qk_norm_rotary_forward(c->qr, c->kr, a->qs, a->ks, a->aq, a->ak, D, D,
+				                       c->cos_t, c->sin_t, Tp, H, hd, c->nf, c->eps, s);
+				qr = c->qr, kr = c->kr;
+			}
 			prof_mark(c, PK_ATTN_BWD);
-			if (attn_backward(c->dq, c->dk, c->dv, c->dyb, c->qr, c->kr, c->vm, a->y, a->lse,
+			if (attn_backward(c->dq, c->dk, c->dv, c->dyb, qr, kr, vm, a->y, a->lse,
 			                  &c->mask, H, hd, s, e))
 				return -1;
 			/* the table's gradient a1 dv before dv is scaled in place */
@@ -956,6 +982,10 @@ struct engine *engine_cuda_create(const struct gpt_config *cfg, const float *w, 
 	const size_t T = (size_t)c->Tmax, D = (size_t)c->D, F = (size_t)c->F, H = (size_t)c->H;
 	const size_t TD = T * D * sizeof(uint16_t), TF = T * F * sizeof(uint16_t);
 	int ok = 1;
+	/* training keeps more activations (see struct gpu_layer) unless
+	 * GPT_CUDA_RECOMPUTE=1 asks to trade that time for memory */
+	const char *rc_env = getenv("GPT_CUDA_RECOMPUTE");
+	const int keep = train && !(rc_env && *rc_env && strcmp(rc_env, "0"));
 #define ALLOC(p, bytes) ok = ok && ((p) = dalloc(c, (bytes))) != NULL
 	CUDA_CHECK(cudaStreamCreateWithFlags(&c->s, cudaStreamNonBlocking));
 	ALLOC(c->w32, sizeof(float) * c->dtotal);
@@ -977,7 +1007,16 @@ struct engine *engine_cuda_create(const struct gpt_config *cfg, const float *w, 
 		ALLOC(a->rmid, TD);
 		ALLOC(a->u, TF);
 		ALLOC(a->rstd2, sizeof(float) * T);
+		if (keep) {
+			ALLOC(a->h2, TD);
+			ALLOC(a->act, TF);
+		}
 		if (gpt_layer_attn(cfg, l)) {
+			if (keep) {
+				ALLOC(a->qr, TD);
+				ALLOC(a->kr, TD);
+				ALLOC(a->vm, TD);
+			}
 			ALLOC(a->aq, TD);
 			ALLOC(a->ak, TD);
 			ALLOC(a->av, TD);

@@ -1004,12 +1004,17 @@ static void head_case(struct gemm_ctx *g, int T, int chunk, int sample, uint64_t
 	tr = now() - tr;
 	struct head_cmp c;
 	head_compare(&h, &o1, NULL, rows, S, &r, !sample, &c);
+	double gm = 0; /* the GPU's mean over the compared rows (all, or the sample) */
+	for (int q = 0; q < S; q++)
+		gm += o1.tok[rows[q]];
+	gm /= S;
 	fprintf(stderr,
-	        "gpu: head T=%d chunk=%d: loss %.6f (ref %.6f, rel %.1e; vs unrounded logits %.1e); "
-	        "token |diff| max %.2e rms %.2e over %d rows; dx %.2e; dW %s%.2e; %.2f ms  [%.1fs, "
-	        "CPU reference %.1fs]\n",
-	        T, chunk, (double)o1.loss, c.ref_mean, c.mean_err, c.mean_err_x, c.tok_max, c.tok_rms,
-	        S, c.dx_err, sample ? "(not checked) " : "", c.dw_err, o2.ms, now() - t0, tr);
+	        "gpu: head T=%d chunk=%d: loss %.6f; over the %d %s rows %.6f vs ref %.6f (rel %.1e; "
+	        "vs unrounded logits %.1e); token |diff| max %.2e rms %.2e; dx %.2e; dW %s%.2e; "
+	        "%.2f ms  [%.1fs, CPU reference %.1fs]\n",
+	        T, chunk, (double)o1.loss, S, sample ? "sampled" : "(all)", gm, c.ref_mean, c.mean_err,
+	        c.mean_err_x, c.tok_max, c.tok_rms, c.dx_err, sample ? "(not checked) " : "", c.dw_err,
+	        o2.ms, now() - t0, tr);
 	ck_assert_msg(c.tok_max < 0.05, "head T=%d: per-token loss off by up to %g (rms %g)", T,
 	              c.tok_max, c.tok_rms);
 	if (!sample) {
@@ -1065,7 +1070,8 @@ START_TEST(head_t65536)
 	struct gemm_ctx *g = gemm_create(0);
 	struct head_loss *hl = head_loss_create(65536, HV, HD, 0, 0);
 	fprintf(stderr,
-	        "gpu: head T=65536: chunk %d rows, z cached in shared memory: %s; head buffers %.1f MB "
+	        "gpu: head T=65536: chunk %d rows, fast row kernel (the precise one would cache z in "
+	        "shared memory: %s); head buffers %.1f MB "
 	        "(logits chunk %.1f MB + token losses %.2f MB); + bf16 lm_head %.1f MB, GEMM "
 	        "workspace %.0f MB\n",
 	        head_loss_chunk_rows(hl), head_loss_row_cache(hl) ? "yes" : "no",
@@ -1099,9 +1105,9 @@ START_TEST(head_variants)
 	 * elements one rounding apart), so compare to within bf16 noise and
 	 * report how many elements differ */
 	struct head_out a, b;
-	head_run(g, &h, 0, 0, 15.0f, 1, NULL, &a);
-	head_run(g, &h, 0, HEAD_LOSS_NO_ROW_CACHE, 15.0f, 1, NULL, &b);
-	struct head_loss *probe = head_loss_create(T, HV, HD, 0, 0);
+	head_run(g, &h, 0, HEAD_LOSS_PRECISE, 15.0f, 1, NULL, &a);
+	head_run(g, &h, 0, HEAD_LOSS_PRECISE | HEAD_LOSS_NO_ROW_CACHE, 15.0f, 1, NULL, &b);
+	struct head_loss *probe = head_loss_create(T, HV, HD, 0, HEAD_LOSS_PRECISE);
 	int cached = head_loss_row_cache(probe);
 	head_loss_free(probe);
 	double dtok = 0, ntok = 0, ddx = 0, ndx = 0, ddw = 0, ndw = 0;
@@ -1127,6 +1133,19 @@ START_TEST(head_variants)
 	              "head: results with and without the shared-memory row cache differ beyond "
 	              "rounding (loss %a vs %a)",
 	              (double)a.loss, (double)b.loss);
+
+	/* the precise kernel against the reference (the default, fast kernel
+	 * is checked below and in every other head case) */
+	{
+		struct head_cmp pc;
+		head_compare(&h, &a, NULL, rows, T, &r15, 1, &pc);
+		fprintf(stderr, "gpu: head T=127 precise kernel: loss rel %.1e, token max %.2e, dx %.2e, "
+		        "dW %.2e\n", pc.mean_err, pc.tok_max, pc.dx_err, pc.dw_err);
+		ck_assert_msg(pc.mean_err < 1e-4 && pc.tok_max < 0.05 && pc.dx_err < 1e-2 &&
+		                      pc.dw_err < 1e-2,
+		              "head T=127 precise kernel: loss rel %g, token max %g, dx %g, dW %g",
+		              pc.mean_err, pc.tok_max, pc.dx_err, pc.dw_err);
+	}
 
 	/* chunks of 32 rows (the last one 31) */
 	struct head_out c;
