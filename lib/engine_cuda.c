@@ -67,8 +67,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cuda_runtime.h>
+#include <time.h>
 
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include "dist.h"
 #include "engine.h"
 #include "model.h"
 #include "optim.h"
@@ -147,6 +151,19 @@ struct cuda_engine {
 	float *dx0;
 	void *mixwork;
 	uint16_t *logit16;
+	/* data parallel (world > 1, or GPT_CUDA_NCCL=1 with one rank): NCCL */
+	int world, rank;
+	struct dist *dist;
+	ncclComm_t comm;
+	cudaStream_t cs;          /* NCCL's stream */
+	cudaEvent_t ev_s, ev_c;   /* main -> NCCL, NCCL -> main */
+	int reducing;             /* the current micro-batch averages gradients */
+	size_t blk_lo[GPT_MAX_LAYERS], blk_hi[GPT_MAX_LAYERS]; /* layer buckets (padded layout) */
+	struct muon_plan mplan;
+	uint16_t *mu_mine[MAX_MUON_SHAPES], *mu_all[MAX_MUON_SHAPES];
+	int mu_nmax[MAX_MUON_SHAPES];
+	double *d_red, *h_red;
+	double timeout_s;
 	/* GPT_CUDA_PROFILE: GPU time per kind of work, from events between marks */
 	struct prof *prof;
 	/* bookkeeping */
@@ -281,6 +298,72 @@ static void copy_sync(struct cuda_engine *c, void *dst, const void *src, size_t 
 static float *W32(struct cuda_engine *c, int i) { return c->w32 + c->doff[i]; }
 static uint16_t *W16(struct cuda_engine *c, int i) { return c->w16 + c->doff[i]; }
 static float *G32(struct cuda_engine *c, int i) { return c->g32 + c->doff[i]; }
+
+/* ------------------------------------------------------------------------
+ * Data parallel (NCCL; spec 8): on a micro-batch passed MICRO_GRAD_LAST
+ * the gradient is averaged over the ranks in buckets queued on the NCCL
+ * stream as soon as the backward has finished them (the head's after the
+ * head, each layer's after that layer, the embeddings' and the skip
+ * weights' at the end), so the reduction overlaps the rest of the
+ * backward. Waits poll the stream and NCCL's error state, with a timeout,
+ * so that a dead or failed peer ends the run instead of hanging it.
+ */
+static int dp_abort(struct cuda_engine *c)
+{
+	if (c->comm)
+		ncclCommAbort(c->comm);
+	c->comm = NULL;
+	return -1;
+}
+
+/* Wait for the main stream (cudaStreamSynchronize, watched). */
+static int stream_wait(struct cuda_engine *c, struct gpt_err *e)
+{
+	if (!c->comm) {
+		CUDA_CHECK(cudaStreamSynchronize(c->s));
+		return 0;
+	}
+	const double t0 = now_seconds();
+	for (long k = 0;; k++) {
+		cudaError_t q = cudaStreamQuery(c->s);
+		if (q == cudaSuccess)
+			return 0;
+		if (q != cudaErrorNotReady)
+			CUDA_CHECK(q);
+		ncclResult_t ar = ncclSuccess;
+		if (ncclCommGetAsyncError(c->comm, &ar) == ncclSuccess && ar != ncclSuccess &&
+		    ar != ncclInProgress) {
+			gpt_errf(e, "rank %d: NCCL failed: %s (%s)", c->rank, ncclGetErrorString(ar),
+			         ncclGetLastError(c->comm));
+			return dp_abort(c);
+		}
+		if (now_seconds() - t0 > c->timeout_s) {
+			gpt_errf(e, "rank %d: no progress for %.0f s while working with the other ranks "
+			         "(a peer died or hangs?)", c->rank, c->timeout_s);
+			return dp_abort(c);
+		}
+		struct timespec ts = {0, k < 1000 ? 20000 : 200000};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* Average g32[lo, hi) over the ranks, after the work queued so far. */
+static void reduce_async(struct cuda_engine *c, size_t lo, size_t hi)
+{
+	if (!c->reducing || hi <= lo)
+		return;
+	CUDA_CHECK(cudaEventRecord(c->ev_s, c->s));
+	CUDA_CHECK(cudaStreamWaitEvent(c->cs, c->ev_s, 0));
+	NCCL_CHECK(ncclAllReduce(c->g32 + lo, c->g32 + lo, hi - lo, ncclFloat, ncclAvg, c->comm,
+	                         c->cs));
+}
+
+/* The main stream waits for everything queued on the NCCL stream. */
+static void comm_join(struct cuda_engine *c)
+{
+	CUDA_CHECK(cudaEventRecord(c->ev_c, c->cs));
+	CUDA_CHECK(cudaStreamWaitEvent(c->s, c->ev_c, 0));
+}
 
 /* Output buffer of layer l, and the encoder output that decoder layer
  * L/2 + j adds (encoder L/2 - 1 - j): see the header comment. */
@@ -470,12 +553,19 @@ static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
 			mix_skip_backward(a->res_in, G32(c, c->i_skip) + j, c->dx, skip_of(c, L - 1 - l),
 			                  W32(c, c->i_skip) + j, n, c->mixwork, s);
 		}
+		reduce_async(c, c->blk_lo[l], c->blk_hi[l]); /* layer l's gradient is final */
 	}
 	/* x0 = norm(embed[tokens]): dx (layer 0's input) + dx0 (the lambda mixes) */
 	prof_mark(c, PK_NORM);
 	rmsnorm_backward(c->dh, 0, c->dx, c->dx0, W16(c, c->i_embed), c->tok, V, c->rstd0, Tp, D, s);
 	prof_mark(c, PK_EMBED);
 	embedding_backward_f32(G32(c, c->i_embed), c->dh, D, NULL, c->plan, D, s);
+	if (c->reducing) { /* skip weights + embed; the value embeddings */
+		reduce_async(c, 0, c->blk_lo[0]);
+		if (c->NV > 0)
+			reduce_async(c, c->doff[c->i_ve[0]], c->doff[c->i_head]);
+		comm_join(c);
+	}
 	return 0;
 }
 
@@ -531,13 +621,17 @@ static int cuda_micro(struct engine *en, const uint32_t *in, const uint32_t *tgt
 			                           sizeof(uint16_t) * (size_t)(Tp - T) * c->D, c->s));
 		head_loss_forward_backward(c->head, c->gm, c->hf, W16(c, c->i_head), c->tgt, T, cap,
 		                           c->dh, G32(c, c->i_head), 1.0f, c->d_loss);
+		c->reducing = c->comm && grad == MICRO_GRAD_LAST;
+		reduce_async(c, c->doff[c->i_head], c->dtotal);
 		if (backward(c, T, Tp, e))
 			goto fail;
 	} else {
 		head_loss_forward(c->head, c->gm, c->hf, W16(c, c->i_head), c->tgt, T, cap, c->d_loss);
 	}
+	c->reducing = 0;
 	CUDA_CHECK(cudaMemcpyAsync(c->h_loss, c->d_loss, sizeof(float), cudaMemcpyDeviceToHost, c->s));
-	CUDA_CHECK(cudaStreamSynchronize(c->s));
+	if (stream_wait(c, e))
+		return -1;
 	*loss = (double)*c->h_loss;
 	if (c->prof) {
 		prof_collect(c);
@@ -549,6 +643,9 @@ static int cuda_micro(struct engine *en, const uint32_t *in, const uint32_t *tgt
 	}
 	return 0;
 fail:
+	c->reducing = 0;
+	if (c->comm)
+		dp_abort(c); /* the other ranks wait for our collectives: end them */
 	CUDA_CHECK(cudaStreamSynchronize(c->s));
 	return -1;
 }
@@ -589,6 +686,57 @@ static void cuda_zero_grad(struct engine *en)
 /* ------------------------------------------------------------------------
  * Optimizer step: Adam (embed, head, scalars), Muon (matrices under blocks)
  */
+
+/* Muon over ranks (spec 8.3; see muon.cuh): momentum for every matrix on
+ * every rank, Newton-Schulz of the rank's own matrices (lib/optim.h's
+ * muon_plan: the record's assignment) into its slot of the shape's gather
+ * buffer, all_gather on the NCCL stream while the next shape's
+ * Newton-Schulz runs, then every rank applies every update. */
+static void muon_dp(struct cuda_engine *c, double lr, double mu)
+{
+	for (int k = 0; k < c->nshapes; k++) {
+		struct muon_shape *m = &c->shapes[k];
+		const size_t numel = (size_t)m->rows * m->cols;
+		float *bufs[MUON_GPU_MAX_BATCH], *grads[MUON_GPU_MAX_BATCH];
+		for (int b = 0; b < m->n; b += MUON_GPU_MAX_BATCH) {
+			int cnt = m->n - b < MUON_GPU_MAX_BATCH ? m->n - b : MUON_GPU_MAX_BATCH;
+			for (int q = 0; q < cnt; q++) {
+				int i = m->params[b + q];
+				bufs[q] = c->mom + c->moff[i];
+				grads[q] = G32(c, i);
+			}
+			muon_momentum_gpu(m->rows, m->cols, cnt, bufs, grads, mu, c->s);
+		}
+		const float *own[MUON_GPU_MAX_BATCH];
+		int nown = 0;
+		for (int q = 0; q < m->n; q++)
+			if (muon_plan_owner(&c->mplan, m->params[q]) == c->rank)
+				own[nown++] = G32(c, m->params[q]);
+		if (nown)
+			muon_orthogonalize_gpu(c->gm, m->ws, m->rows, m->cols, nown, NULL, own, mu,
+			                       MUON_NS_STEPS, c->mu_mine[k], numel);
+		CUDA_CHECK(cudaEventRecord(c->ev_s, c->s));
+		CUDA_CHECK(cudaStreamWaitEvent(c->cs, c->ev_s, 0));
+		NCCL_CHECK(ncclAllGather(c->mu_mine[k], c->mu_all[k], (size_t)c->mu_nmax[k] * numel,
+		                         ncclBfloat16, c->comm, c->cs));
+	}
+	comm_join(c);
+	for (int k = 0; k < c->nshapes; k++) {
+		struct muon_shape *m = &c->shapes[k];
+		const size_t numel = (size_t)m->rows * m->cols;
+		for (int r = 0; r < c->world; r++) {
+			float *p[MUON_GPU_MAX_BATCH];
+			int cnt = 0;
+			for (int q = 0; q < m->n; q++)
+				if (muon_plan_owner(&c->mplan, m->params[q]) == r)
+					p[cnt++] = W32(c, m->params[q]);
+			if (cnt)
+				muon_apply_gpu(m->rows, m->cols, cnt, p,
+				               c->mu_all[k] + (size_t)r * c->mu_nmax[k] * numel, numel, lr,
+				               c->s);
+		}
+	}
+}
 static int cuda_update(struct engine *en, const double lr[GPT_NGROUPS], double mu,
                        struct gpt_err *e)
 {
@@ -621,6 +769,10 @@ static int cuda_update(struct engine *en, const double lr[GPT_NGROUPS], double m
 		}
 	}
 	prof_mark(c, PK_MUON);
+	if (c->comm) {
+		muon_dp(c, lr[GPT_GROUP_MUON], mu);
+		goto cast;
+	}
 	for (int k = 0; k < c->nshapes; k++) {
 		struct muon_shape *m = &c->shapes[k];
 		for (int b = 0; b < m->n; b += MUON_GPU_MAX_BATCH) {
@@ -637,6 +789,7 @@ static int cuda_update(struct engine *en, const double lr[GPT_NGROUPS], double m
 			                lr[GPT_GROUP_MUON], mu);
 		}
 	}
+cast:
 	prof_mark(c, PK_CAST);
 	cast_f32_to_bf16(c->w16, c->w32, c->dtotal, c->s);
 	if (c->prof) {
@@ -746,6 +899,26 @@ static int cuda_grad_get(struct engine *en, float *dst, struct gpt_err *e)
 	return 0;
 }
 
+/* Sum n doubles over the ranks (NCCL on the main stream, watched wait). */
+static int cuda_allreduce(struct engine *en, double *v, int n, struct gpt_err *e)
+{
+	struct cuda_engine *c = CU(en);
+	for (int o = 0; c->comm && o < n; o += 64) {
+		int k = n - o < 64 ? n - o : 64;
+		memcpy(c->h_red, v + o, sizeof(double) * (size_t)k);
+		CUDA_CHECK(cudaMemcpyAsync(c->d_red, c->h_red, sizeof(double) * (size_t)k,
+		                           cudaMemcpyHostToDevice, c->s));
+		NCCL_CHECK(ncclAllReduce(c->d_red, c->d_red, (size_t)k, ncclDouble, ncclSum, c->comm,
+		                         c->s));
+		CUDA_CHECK(cudaMemcpyAsync(c->h_red, c->d_red, sizeof(double) * (size_t)k,
+		                           cudaMemcpyDeviceToHost, c->s));
+		if (stream_wait(c, e))
+			return -1;
+		memcpy(v + o, c->h_red, sizeof(double) * (size_t)k);
+	}
+	return 0;
+}
+
 static int64_t cuda_steps(struct engine *en) { return CU(en)->steps; }
 
 static int cuda_set_steps(struct engine *en, int64_t steps, struct gpt_err *e)
@@ -796,6 +969,20 @@ static void cuda_free(struct engine *en)
 		attn_mask_free(&c->mask);
 	if (c->gm)
 		gemm_destroy(c->gm);
+	if (c->comm) {
+		if (c->cs)
+			cudaStreamSynchronize(c->cs);
+		ncclCommDestroy(c->comm);
+	}
+	if (c->cs)
+		cudaStreamDestroy(c->cs);
+	if (c->ev_s)
+		cudaEventDestroy(c->ev_s);
+	if (c->ev_c)
+		cudaEventDestroy(c->ev_c);
+	if (c->h_red)
+		cudaFreeHost(c->h_red);
+	muon_plan_free(&c->mplan);
 	for (int k = 0; k < c->nallocs; k++)
 		cudaFree(c->allocs[k]);
 	if (c->h_tok)
@@ -828,6 +1015,7 @@ static const struct engine_ops cuda_ops = {
 	.grad_get = cuda_grad_get,
 	.steps = cuda_steps,
 	.set_steps = cuda_set_steps,
+	.allreduce = cuda_allreduce,
 	.peak_bytes = cuda_peak,
 	.free = cuda_free,
 };
@@ -868,6 +1056,13 @@ static void build_layouts(struct cuda_engine *c)
 			*n += pad(p->numel);
 		}
 		struct gpu_layer *a = p->layer >= 0 && p->layer < GPT_MAX_LAYERS ? &c->lay[p->layer] : NULL;
+		if (a && p->kind != GPT_P_VALUE_EMBED) { /* a block's tensor: its layer's bucket */
+			size_t lo = c->doff[i], hi = lo + pad(p->numel);
+			if (!c->blk_hi[p->layer] || lo < c->blk_lo[p->layer])
+				c->blk_lo[p->layer] = lo;
+			if (hi > c->blk_hi[p->layer])
+				c->blk_hi[p->layer] = hi;
+		}
 		switch (p->kind) {
 		case GPT_P_SKIP: c->i_skip = i; break;
 		case GPT_P_EMBED: c->i_embed = i; break;
@@ -1120,12 +1315,83 @@ fail:
 	return NULL;
 }
 
+/* NCCL communicator, streams and the Muon gather buffers of one rank. */
+static int dp_init(struct cuda_engine *c, struct dist *d, struct gpt_err *e)
+{
+	ncclUniqueId id;
+	memset(&id, 0, sizeof id);
+	if (c->rank == 0)
+		NCCL_CHECK(ncclGetUniqueId(&id));
+	if (d && dist_bcast(d, &id, sizeof id, e))
+		return -1;
+	ncclResult_t r = ncclCommInitRank(&c->comm, c->world, id, c->rank);
+	if (r != ncclSuccess) {
+		c->comm = NULL;
+		return gpt_errf(e, "rank %d: NCCL initialisation of %d ranks failed: %s", c->rank,
+		                c->world, ncclGetErrorString(r));
+	}
+	CUDA_CHECK(cudaStreamCreateWithFlags(&c->cs, cudaStreamNonBlocking));
+	CUDA_CHECK(cudaEventCreateWithFlags(&c->ev_s, cudaEventDisableTiming));
+	CUDA_CHECK(cudaEventCreateWithFlags(&c->ev_c, cudaEventDisableTiming));
+	CUDA_CHECK(cudaMallocHost((void **)&c->h_red, 64 * sizeof(double)));
+	if (!(c->d_red = dalloc(c, 64 * sizeof(double))))
+		return gpt_errf(e, "out of GPU memory for the CUDA engine");
+	if (!c->train)
+		return 0;
+	if (muon_plan_build(&c->en.table, c->world, c->rank, &c->mplan, e))
+		return -1;
+	for (int k = 0; k < c->nshapes; k++) {
+		struct muon_shape *m = &c->shapes[k];
+		int cnt[256] = {0}, nmax = 0;
+		if (c->world > 256)
+			return gpt_errf(e, "the CUDA engine handles at most 256 ranks");
+		for (int q = 0; q < m->n; q++) {
+			int o = muon_plan_owner(&c->mplan, m->params[q]);
+			if (o < 0 || o >= c->world)
+				return gpt_errf(e, "Muon plan: no owner for %s", c->en.table.p[m->params[q]].name);
+			if (++cnt[o] > nmax)
+				nmax = cnt[o];
+		}
+		if (nmax > MUON_GPU_MAX_BATCH)
+			return gpt_errf(e, "rank %d owns %d Muon matrices of one shape (at most %d)", c->rank,
+			                nmax, MUON_GPU_MAX_BATCH);
+		const size_t numel = (size_t)m->rows * m->cols;
+		c->mu_nmax[k] = nmax;
+		c->mu_mine[k] = dalloc(c, sizeof(uint16_t) * numel * (size_t)(nmax ? nmax : 1));
+		c->mu_all[k] = dalloc(c, sizeof(uint16_t) * numel * (size_t)(nmax ? nmax : 1) * c->world);
+		if (!c->mu_mine[k] || !c->mu_all[k])
+			return gpt_errf(e, "out of GPU memory for the Muon gather buffers");
+	}
+	note_peak(c);
+	return 0;
+}
+
 struct engine *engine_cuda_create_dist(const struct gpt_config *cfg, const float *w, int max_T,
                                        int train, struct dist *d, struct gpt_err *e)
 {
-	if (d)
-		return gpt_errf(e, "data-parallel training on the CUDA engine is not built yet"), NULL;
-	return engine_cuda_create(cfg, w, max_T, train, e);
+	int world = d ? dist_world(d) : 1, rank = d ? dist_rank(d) : 0;
+	const char *force = getenv("GPT_CUDA_NCCL"); /* the NCCL path with one rank (tests) */
+	int nccl = world > 1 || (force && *force && strcmp(force, "0"));
+	if (world > 1) {
+		int ndev = 0, lr = dist_local_rank(d);
+		if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1)
+			return gpt_errf(e, "rank %d: no CUDA device found", rank), NULL;
+		if (lr < 0 || lr >= ndev)
+			return gpt_errf(e, "rank %d: local rank %d but %d GPU%s visible (one process per "
+			                   "GPU)", rank, lr, ndev, ndev == 1 ? "" : "s"), NULL;
+		CUDA_CHECK(cudaSetDevice(lr));
+	}
+	struct engine *en = engine_cuda_create(cfg, w, max_T, train, e);
+	if (!en || !nccl)
+		return en;
+	struct cuda_engine *c = CU(en);
+	c->world = world, c->rank = rank, c->dist = d, en->dist = d;
+	c->timeout_s = DIST_DEFAULT_TIMEOUT; /* TODO(lead): dist_timeout(d) once dist.h has it */
+	if (dp_init(c, d, e)) {
+		cuda_free(en);
+		return NULL;
+	}
+	return en;
 }
 
 #endif /* GPT_CUDA */

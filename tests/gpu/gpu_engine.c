@@ -281,6 +281,69 @@ START_TEST(deterministic)
 END_TEST
 
 /* ------------------------------------------------------------------------
+ * The data-parallel path with one rank (GPT_CUDA_NCCL=1: NCCL communicator
+ * of one, gradient buckets averaged during the backward, Muon split into
+ * momentum / own Newton-Schulz / all_gather / apply) gives the plain
+ * engine's bits over three steps of two micro-batches.
+ */
+START_TEST(nccl_world1)
+{
+	ck_assert_msg(engine_cuda_available(), "no CUDA device: the GPU suite needs one");
+	struct gpt_config c;
+	test_config(&c);
+	struct gpt_table t;
+	gpt_table_build(&c, &t);
+	const int T = max_T_env(1024);
+	float *w = random_weights(&c, &t, 14);
+	uint32_t *in = xmalloc(sizeof(uint32_t) * 6 * T), *tg = xmalloc(sizeof(uint32_t) * 6 * T);
+	random_tokens(&c, 6 * T, 123, in, tg);
+	struct gpt_err e = {0};
+	float *out[2];
+	double loss[2][6], sum[2] = {0, 0};
+	for (int r = 0; r < 2; r++) {
+		setenv("GPT_CUDA_NCCL", r ? "1" : "0", 1);
+		struct engine *en = engine_create_dist(ENGINE_CUDA, &c, w, T, 1, NULL, &e);
+		ck_assert_msg(en, "engine_create_dist: %s", e.msg);
+		for (int step = 0; step < 3; step++) {
+			double lr[GPT_NGROUPS] = {0.3, 0.004, 0.02, 0.03};
+			en->ops->zero_grad(en);
+			for (int m = 0; m < 2; m++) {
+				int k = 2 * step + m;
+				ck_assert_msg(!en->ops->micro(en, in + k * T, tg + k * T, T, 3,
+				                              m ? MICRO_GRAD_LAST : MICRO_GRAD, &loss[r][k], &e),
+				              "%s", e.msg);
+			}
+			ck_assert_msg(!en->ops->update(en, lr, 0.9, &e), "%s", e.msg);
+		}
+		sum[r] = loss[r][5];
+		ck_assert_msg(!en->ops->allreduce || !en->ops->allreduce(en, &sum[r], 1, &e), "%s", e.msg);
+		out[r] = xmalloc(sizeof(float) * t.total);
+		ck_assert(!en->ops->state_get(en, 0, out[r], &e));
+		engine_free(en);
+	}
+	unsetenv("GPT_CUDA_NCCL");
+	size_t diff = 0;
+	for (size_t i = 0; i < t.total; i++)
+		diff += memcmp(&out[0][i], &out[1][i], sizeof(float)) != 0;
+	fprintf(stderr, "gpu_engine: NCCL path, one rank: losses %.9g .. %.9g vs %.9g .. %.9g; %zu of "
+	        "%zu weights differ after 3 steps\n", loss[0][0], loss[0][5], loss[1][0], loss[1][5],
+	        diff, t.total);
+	for (int k = 0; k < 6; k++)
+		ck_assert_msg(loss[0][k] == loss[1][k], "micro-batch %d: loss %.9g (plain) vs %.9g (NCCL)",
+		              k, loss[0][k], loss[1][k]);
+	ck_assert_msg(sum[1] == loss[1][5], "allreduce over one rank changed %.9g to %.9g", loss[1][5],
+	              sum[1]);
+	ck_assert_msg(diff == 0, "%zu weights differ between the plain and the NCCL path", diff);
+	free(out[0]);
+	free(out[1]);
+	free(in);
+	free(tg);
+	free(w);
+	gpt_table_free(&t);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
  * One optimizer step against lib/optim.c (record precision) fed the GPU's
  * gradient; state round trip.
  */
@@ -416,6 +479,7 @@ static Suite *gpu_engine_suite(void)
 	tcase_add_test(tc, grads_t1000);
 	tcase_add_test(tc, deterministic);
 	tcase_add_test(tc, update_step);
+	tcase_add_test(tc, nccl_world1);
 	tcase_add_test(tc, grads_t4096);
 	tcase_set_timeout(tc, 600);
 	suite_add_tcase(s, tc);

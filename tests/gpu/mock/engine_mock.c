@@ -332,3 +332,89 @@ int attn_backward(void *dq, void *dk, void *dv, const void *dy, const void *q, c
 	free(qf), free(kf), free(vf), free(yf), free(dyf), free(dqf), free(dkf), free(dvf), free(l);
 	return 0;
 }
+
+/* ------------------------------------------------------------------------
+ * The data-parallel path with one rank (GPT_CUDA_NCCL=1): Muon split into
+ * momentum / orthogonalize / apply as lib/optim.c does it, the CUDA calls
+ * for events and devices, and NCCL for a communicator of one rank
+ * (reductions and gathers of one rank are copies).
+ */
+void muon_momentum_gpu(int rows, int cols, int count, float *const buf[], float *const grad[],
+                       double mu, cudaStream_t stream)
+{
+	size_t n = (size_t)rows * cols;
+	float *o = xmalloc(sizeof(float) * n);
+	for (int i = 0; i < count; i++) {
+		muon_momentum(buf[i], o, grad[i], n, mu);
+		memcpy(grad[i], o, sizeof(float) * n);
+	}
+	free(o);
+}
+void muon_orthogonalize_gpu(struct gemm_ctx *g, struct muon_ws *w, int rows, int cols, int count,
+                            float *const buf[], const float *const grad[], double mu, int steps,
+                            uint16_t *u, size_t u_stride)
+{
+	size_t n = (size_t)rows * cols;
+	float *o = xmalloc(sizeof(float) * n);
+	if (buf || count > w->max_count) {
+		fprintf(stderr, "mock: muon_orthogonalize_gpu: unsupported call\n");
+		exit(1);
+	}
+	for (int i = 0; i < count; i++) {
+		newton_schulz5(o, grad[i], rows, cols, steps, 1);
+		for (size_t k = 0; k < n; k++)
+			u[i * u_stride + k] = R(o[k]);
+	}
+	free(o);
+}
+void muon_apply_gpu(int rows, int cols, int count, float *const p[], const uint16_t *u,
+                    size_t u_stride, double lr, cudaStream_t stream)
+{
+	size_t n = (size_t)rows * cols;
+	float *o = xmalloc(sizeof(float) * n);
+	for (int i = 0; i < count; i++) {
+		for (size_t k = 0; k < n; k++)
+			o[k] = B(u[i * u_stride + k]);
+		muon_apply(p[i], o, rows, cols, lr);
+	}
+	free(o);
+}
+cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
+cudaError_t cudaSetDevice(int d) { return cudaSuccess; }
+cudaError_t cudaStreamQuery(cudaStream_t s) { return cudaSuccess; }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int f) { return cudaEventCreate(e); }
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int f) { return cudaSuccess; }
+
+#include <nccl.h>
+static int mock_comm;
+ncclResult_t ncclGetUniqueId(ncclUniqueId *id) { memset(id, 7, sizeof *id); return ncclSuccess; }
+ncclResult_t ncclCommInitRank(ncclComm_t *c, int n, ncclUniqueId id, int rank)
+{
+	if (n != 1 || rank != 0)
+		return ncclInvalidArgument;
+	*c = (ncclComm_t)&mock_comm;
+	return ncclSuccess;
+}
+ncclResult_t ncclCommDestroy(ncclComm_t c) { return ncclSuccess; }
+ncclResult_t ncclCommAbort(ncclComm_t c) { return ncclSuccess; }
+ncclResult_t ncclCommGetAsyncError(ncclComm_t c, ncclResult_t *r) { *r = ncclSuccess; return ncclSuccess; }
+const char *ncclGetErrorString(ncclResult_t r) { return "mock NCCL error"; }
+const char *ncclGetLastError(ncclComm_t c) { return ""; }
+static size_t nccl_size(ncclDataType_t t)
+{
+	return t == ncclDouble ? 8 : t == ncclFloat ? 4 : t == ncclBfloat16 || t == ncclHalf ? 2 : 1;
+}
+ncclResult_t ncclAllReduce(const void *s, void *r, size_t n, ncclDataType_t t, ncclRedOp_t op,
+                           ncclComm_t c, cudaStream_t st)
+{
+	if (s != r)
+		memmove(r, s, n * nccl_size(t));
+	return ncclSuccess;
+}
+ncclResult_t ncclAllGather(const void *s, void *r, size_t n, ncclDataType_t t, ncclComm_t c,
+                           cudaStream_t st)
+{
+	if (s != r)
+		memmove(r, s, n * nccl_size(t));
+	return ncclSuccess;
+}
