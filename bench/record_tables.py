@@ -33,6 +33,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import flops  # noqa: E402
 
 REFERENCE = {"label": "PyTorch reference (one H200, measured elsewhere)",

@@ -120,6 +120,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 DEFAULT_RECORD = os.path.join(TOP, ".carry", "record", "train_gpt.py")
 sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import flops  # noqa: E402  (tools/flops.py: spec 12's FLOPs, one place)
 
 PROG = "record_run.py"
