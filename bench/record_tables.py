@@ -6,6 +6,7 @@ tables can be remade anywhere from fetched logs).
     python3 bench/record_tables.py train-gpu GPT.jsonl TORCH.jsonl [--skip K]
     python3 bench/record_tables.py time-to-loss GPT.jsonl TORCH.jsonl [--reference]
     python3 bench/record_tables.py curve LOG.jsonl
+    python3 bench/record_tables.py ops OPS.jsonl
 
 Either log may be missing (its columns then read "-").
 
@@ -25,6 +26,8 @@ step. --reference adds the PyTorch run measured elsewhere on one H200 (300 steps
 validation every 50 steps on 1,179,648 tokens).
 
 curve: one log's validation curve and training times (pipelines/speedrun-short.sh).
+
+ops: record_run.py --mode ops's records, one row per window and operation.
 """
 import argparse
 import json
@@ -222,6 +225,25 @@ def one_curve(a):
     return 0
 
 
+def ops(a):
+    recs = [r for r in (load(a.log) or []) if r.get("type") == "op"]
+    if not recs:
+        print(f"record_tables.py: {a.log}: no op records", file=sys.stderr)
+        return 1
+    print("| W | operation | ms (median) | min | TFLOP/s (mask-level L) | TFLOP/s (tile-level) | MFU | "
+          "L mask / tile | peak GB (reserved) |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+    for r in recs:
+        lm, lt = r.get("L_mask"), r.get("L_tile")
+        ls = "-" if lm is None else f"{lm:.1f} / {fmt(lt, '.1f')}"
+        print(f"| {r.get('window')} | {r.get('op')} | {fmt(r.get('ms'), '.2f')} | {fmt(r.get('ms_min'), '.2f')} | "
+              f"{fmt(r.get('tflops'), '.1f')} | {fmt(r.get('tflops_tile'), '.1f')} | "
+              f"{fmt(r['mfu'] * 100 if r.get('mfu') is not None else None, '.1f%')} | {ls} | "
+              f"{fmt(r['peak_bytes'] / 1e9 if r.get('peak_bytes') else None, '.2f')} "
+              f"({fmt(r['peak_reserved_bytes'] / 1e9 if r.get('peak_reserved_bytes') else None, '.2f')}) |")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -235,11 +257,15 @@ def main(argv=None):
     p.add_argument("--reference", action="store_true")
     p = sub.add_parser("curve")
     p.add_argument("log")
+    p = sub.add_parser("ops")
+    p.add_argument("log")
     a = ap.parse_args(argv)
     if a.what == "train-gpu":
         return train_gpu(a)
     if a.what == "curve":
         return one_curve(a)
+    if a.what == "ops":
+        return ops(a)
     return time_to_loss(a)
 
 

@@ -881,7 +881,7 @@ def mode_ops(a):
             qg.grad = kg.grad = vg.grad = None
             flex(qg, kg, vg, block_mask=bm).backward(dy)
         bench("flex_fwd_bwd", f_fwd_bwd, W, {"L_mask": L_mask, "L_tile": L_tile}, lambda ms: attn_fl(ms, False))
-        del q, k, v, qg, kg, vg, dy, bm
+        q = k = v = qg = kg = vg = dy = bm = None  # free them before the next window
     dist.destroy_process_group()
 
 

@@ -7,7 +7,7 @@ cd "$T" || exit 1
 
 # ---- syntax ---------------------------------------------------------------
 for f in tools/record-fetch.sh tools/record-data.sh tools/record-parity.sh bench/train_gpu.sh \
-	bench/time-to-loss.sh pipelines/speedrun-short.sh; do
+	bench/time-to-loss.sh bench/record_ops.sh pipelines/speedrun-short.sh; do
 	t_true "bash -n $f" bash -n "$TOP/$f"
 done
 for f in tools/record_run.py tools/flops.py tools/compare_grads.py bench/record_tables.py; do
@@ -215,6 +215,13 @@ t_stdout_has '^\| gpt-train \| 300 \| 300.0 \| 290.0 \| 1000.0 \| 1.0, 1.0, 1.0 
 t_run "table curve" 0 python3 "$TOP/bench/record_tables.py" curve c.jsonl
 t_stdout_has '^\| 250 \| 4.2500 \| 250.0 \|$'
 t_run "table curve: no log" 1 python3 "$TOP/bench/record_tables.py" curve none.jsonl
+cat >ops.jsonl <<'EOF'
+{"type": "op", "op": "model_fwd_bwd", "window": 7, "tokens": 65536, "ms": 120.5, "ms_min": 119.0, "peak_bytes": 2.5e10, "peak_reserved_bytes": 3e10, "L_mask": 812.25, "L_tile": 896.0, "tflops": 400.1, "mfu": 0.404}
+{"type": "op", "op": "flex_fwd", "window": 7, "tokens": 65536, "ms": 0.5, "ms_min": 0.4, "peak_bytes": 2.5e10, "peak_reserved_bytes": 3e10, "L_mask": 812.25, "L_tile": 896.0, "tflops": 30.1, "mfu": 0.03, "tflops_tile": 60.2}
+EOF
+t_run "table ops" 0 python3 "$TOP/bench/record_tables.py" ops ops.jsonl
+t_stdout_has '^\| 7 \| flex_fwd \| 0.50 \| 0.40 \| 30.1 \| 60.2 \| 3.0% \| 812.2 / 896.0 \| 25.00 \(30.00\) \|$'
+t_run "table ops: none" 1 python3 "$TOP/bench/record_tables.py" ops g.jsonl
 
 # ---- the short speedrun, tiny, on the CPU -------------------------------------
 gpt-init -q --preset tiny --layers 2 --dim 64 --heads 1 --value-embeds 1 --no-attn none -o tiny.safetensors
