@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""record_tables.py - the markdown tables of bench/train_gpu.sh and bench/time-to-loss.sh,
+from the JSON lines of gpt-train and tools/record_run.py (standard library only, so the
+tables can be remade anywhere from fetched logs).
+
+    python3 bench/record_tables.py train-gpu GPT.jsonl TORCH.jsonl [--skip K]
+    python3 bench/record_tables.py time-to-loss GPT.jsonl TORCH.jsonl [--reference]
+    python3 bench/record_tables.py curve LOG.jsonl
+    python3 bench/record_tables.py ops OPS.jsonl
+
+Either log may be missing (its columns then read "-").
+
+train-gpu: gpt-train's train records are grouped into runs of one window (in order);
+the first K of each run (default 3: start-up, compilation) are left out; the median
+step_ms of the rest is compared with record_run.py's segment records (same rule).
+tokens/s = tokens per step / median; MFU per spec 12 (tools/flops.py: 6N + attention
+with the mask-level L of the window, no document boundaries, 989.4 TFLOP/s peak).
+Peak memory: gpt-train's peak_bytes (the engine's own allocations: model, gradients,
+optimizer state, activations), PyTorch's torch.cuda.max_memory_allocated per window
+(and max_memory_reserved).
+
+time-to-loss: the validation curve of each log, step by step, and the training times:
+all steps (train_time_ms: evaluations excluded), steps 10.. (spec 11: the record's
+clock restarts at step 10, so compilation and warm-up are not counted), and the median
+step. --reference adds the PyTorch run measured elsewhere on one H200 (300 steps,
+validation every 50 steps on 1,179,648 tokens).
+
+curve: one log's validation curve and training times (pipelines/speedrun-short.sh).
+
+ops: record_run.py --mode ops's records, one row per window and operation.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import flops  # noqa: E402
+
+REFERENCE = {"label": "PyTorch reference (one H200, measured elsewhere)",
+             "val": {50: 4.5179, 100: 4.1588, 150: 3.9314, 200: 3.7002, 250: 3.5885, 300: 3.5532},
+             "train_s": 312.9}
+
+
+def load(path):
+    recs = []
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                recs.append(json.loads(line))
+            except ValueError:
+                print(f"record_tables.py: {path}:{n}: not JSON, skipped", file=sys.stderr)
+    return recs
+
+
+def fmt(x, spec):
+    """x formatted by spec ('.1f%': '.1f' then a percent sign), or '-' for None."""
+    if x is None:
+        return "-"
+    if spec.endswith("%"):
+        return format(x, spec[:-1]) + "%"
+    return format(x, spec)
+
+
+def runs_by_window(train):
+    """Consecutive train records with the same window: [(window, [records])]."""
+    out = []
+    for r in train:
+        if out and out[-1][0] == r.get("window"):
+            out[-1][1].append(r)
+        else:
+            out.append((r.get("window"), [r]))
+    return out
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def train_gpu(a):
+    g = load(a.gpt)
+    t = load(a.torch)
+    rows = {}
+    order = []
+    gpt_peak = gpt_dev = None
+    if g:
+        for w, recs in runs_by_window([r for r in g if r.get("type") == "train"]):
+            steady = recs[a.skip:]
+            if w not in rows:
+                order.append(w)
+            rows.setdefault(w, {})["gpt"] = {
+                "ms": med([r["step_ms"] for r in steady]),
+                "tokens": recs[0].get("tokens"),
+                "split": {k: med([r["ms"][k] for r in steady if "ms" in r]) for k in ("data", "fwd_bwd", "optim")},
+                "n": len(steady)}
+        ends = [r for r in g if r.get("type") == "end"]
+        if ends:
+            gpt_peak, gpt_dev = ends[-1].get("peak_bytes"), ends[-1].get("device")
+    torch_info = None
+    if t:
+        for s in (r for r in t if r.get("type") == "segment"):
+            w = s.get("window")
+            if w not in rows:
+                order.append(w)
+            rows.setdefault(w, {})["torch"] = {"ms": s.get("median_step_ms"), "peak": s.get("peak_bytes"),
+                                               "resv": s.get("peak_reserved_bytes"),
+                                               "n": s.get("steps", 0) - a.skip}
+        ends = [r for r in t if r.get("type") == "end"]
+        if ends:
+            torch_info = ends[-1]
+    tokens = 8 * 65536
+    for w in order:
+        gt = rows[w].get("gpt", {}).get("tokens")
+        if gt:
+            tokens = gt
+    print(f"Record configuration, {tokens:,} tokens per step (8 x 65,536), median step time after "
+          f"the first {a.skip} steps of each window; MFU per spec 12 (tools/flops.py, peak "
+          f"{flops.peak_tflops():.1f} TFLOP/s).\n")
+    print("| W | FLOPs/token | gpt-train ms/step | PyTorch ms/step | gpt-train / PyTorch | gpt-train tok/s | "
+          "PyTorch tok/s | gpt-train MFU | PyTorch MFU | gpt-train peak GB | PyTorch peak GB (reserved) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for w in order:
+        r = rows[w]
+        gm = r.get("gpt", {}).get("ms")
+        tm = r.get("torch", {}).get("ms")
+        fpt = flops.flops_per_token(w) if isinstance(w, int) else None
+
+        def rate(ms):
+            return tokens / (ms / 1e3) if ms else None
+
+        def mfu(ms):
+            if not ms or fpt is None:
+                return None
+            return flops.flops_report(window=w, tokens=tokens, ms=ms)["mfu"] * 100
+        tp = r.get("torch", {})
+        peak_t = "-" if tp.get("peak") is None else f"{tp['peak'] / 1e9:.2f} ({(tp.get('resv') or 0) / 1e9:.2f})"
+        print(f"| {w if w is not None else 'schedule'} | {fmt(fpt / 1e6 if fpt else None, '.1f')}M | {fmt(gm, '.1f')} | "
+              f"{fmt(tm, '.1f')} | {fmt(gm / tm if gm and tm else None, '.3f')} | {fmt(rate(gm), ',.0f')} | "
+              f"{fmt(rate(tm), ',.0f')} | {fmt(mfu(gm), '.1f%')} | {fmt(mfu(tm), '.1f%')} | "
+              f"{fmt(gpt_peak / 1e9 if gpt_peak else None, '.2f')} | {peak_t} |")
+    splits = [(w, rows[w]["gpt"]["split"]) for w in order if "gpt" in rows[w]]
+    if splits:
+        print("\ngpt-train's step split (medians, ms): " + "; ".join(
+            f"W={w}: data {fmt(s['data'], '.1f')}, fwd+bwd {fmt(s['fwd_bwd'], '.1f')}, optim {fmt(s['optim'], '.1f')}"
+            for w, s in splits))
+    if gpt_dev:
+        print(f"gpt-train device: {gpt_dev}; peak_bytes is the engine's own allocation.")
+    if torch_info:
+        print(f"PyTorch: {torch_info.get('torch')} on {torch_info.get('device')}, the record's code "
+              f"(sha256 {str(torch_info.get('record_sha256'))[:12]}...), norm eps {torch_info.get('norm_eps')}; "
+              f"first steps {', '.join(f'{x / 1e3:.1f}' for x in torch_info.get('first_steps_ms') or [])} s "
+              f"(torch.compile).")
+    return 0
+
+
+def curve(recs):
+    if not recs:
+        return {}, {}
+    val = {r["step"]: r["val_loss"] for r in recs if r.get("type") == "val"}
+    train = [r for r in recs if r.get("type") == "train"]
+    end = next((r for r in reversed(recs) if r.get("type") == "end"), {})
+    ms = [r["step_ms"] for r in train]
+    late = [r["step_ms"] for r in train if r["step"] >= 10]
+    info = {"steps": len(train), "all_s": sum(ms) / 1e3 if ms else None,
+            "from10_s": sum(late) / 1e3 if late else None, "median_ms": med(late),
+            "first_s": [x / 1e3 for x in ms[:3]], "record_clock_s": end.get("record_time_ms", None),
+            "end": end}
+    if info["record_clock_s"] is not None:
+        info["record_clock_s"] /= 1e3
+    return val, info
+
+
+def time_to_loss(a):
+    gv, gi = curve(load(a.gpt))
+    tv, ti = curve(load(a.torch))
+    ref = REFERENCE if a.reference else None
+    steps = sorted(set(gv) | set(tv) | (set(ref["val"]) if ref else set()))
+    cols = ["gpt-train", "PyTorch (record code)"] + (["reference"] if ref else [])
+    print("| step | " + " | ".join(f"{c} val" for c in cols) + " | gpt-train - PyTorch |")
+    print("| ---: |" + " ---: |" * (len(cols) + 1))
+    for s in steps:
+        g, t = gv.get(s), tv.get(s)
+        cells = [fmt(g, ".4f"), fmt(t, ".4f")] + ([fmt(ref["val"].get(s), ".4f")] if ref else [])
+        print(f"| {s} | " + " | ".join(cells) + f" | {fmt(g - t if g is not None and t is not None else None, '+.4f')} |")
+    print()
+    print("| | steps | training time, all steps (s) | steps 10.. (s, spec 11) | median ms/step (10..) | first steps (s) |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for name, i in (("gpt-train", gi), ("PyTorch (record code)", ti)):
+        if not i:
+            print(f"| {name} | - | - | - | - | - |")
+            continue
+        extra = f" (record's clock {i['record_clock_s']:.1f})" if i.get("record_clock_s") is not None else ""
+        print(f"| {name} | {i['steps']} | {fmt(i['all_s'], '.1f')} | {fmt(i['from10_s'], '.1f')}{extra} | "
+              f"{fmt(i['median_ms'], '.1f')} | {', '.join(f'{x:.1f}' for x in i['first_s'])} |")
+    if ref:
+        print(f"| {ref['label']} | 300 | {ref['train_s']} (as reported) | - | - | - |")
+    return 0
+
+
+def one_curve(a):
+    recs = load(a.log)
+    if recs is None:
+        print(f"record_tables.py: {a.log}: no such file", file=sys.stderr)
+        return 1
+    val, i = curve(recs)
+    if not val and not i["steps"]:
+        print(f"record_tables.py: {a.log}: no train or val records", file=sys.stderr)
+        return 1
+    vrec = {r["step"]: r for r in recs if r.get("type") == "val"}
+    print("| step | val_loss | training time so far (s) |")
+    print("| ---: | ---: | ---: |")
+    for s in sorted(val):
+        t = vrec[s].get("train_time_ms")
+        print(f"| {s} | {fmt(val[s], '.4f')} | {fmt(t / 1e3 if t is not None else None, '.1f')} |")
+    print(f"\n{i['steps']} steps; training time {fmt(i['all_s'], '.1f')} s (all steps, evaluations excluded), "
+          f"{fmt(i['from10_s'], '.1f')} s from step 10 on (spec 11); median step {fmt(i['median_ms'], '.1f')} ms; "
+          f"first steps {', '.join(f'{x:.2f}' for x in i['first_s'])} s")
+    return 0
+
+
+def ops(a):
+    recs = [r for r in (load(a.log) or []) if r.get("type") == "op"]
+    if not recs:
+        print(f"record_tables.py: {a.log}: no op records", file=sys.stderr)
+        return 1
+    print("| W | operation | ms (median) | min | TFLOP/s (mask-level L) | TFLOP/s (tile-level) | MFU | "
+          "L mask / tile | peak GB (reserved) |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+    for r in recs:
+        lm, lt = r.get("L_mask"), r.get("L_tile")
+        ls = "-" if lm is None else f"{lm:.1f} / {fmt(lt, '.1f')}"
+        print(f"| {r.get('window')} | {r.get('op')} | {fmt(r.get('ms'), '.2f')} | {fmt(r.get('ms_min'), '.2f')} | "
+              f"{fmt(r.get('tflops'), '.1f')} | {fmt(r.get('tflops_tile'), '.1f')} | "
+              f"{fmt(r['mfu'] * 100 if r.get('mfu') is not None else None, '.1f%')} | {ls} | "
+              f"{fmt(r['peak_bytes'] / 1e9 if r.get('peak_bytes') else None, '.2f')} "
+              f"({fmt(r['peak_reserved_bytes'] / 1e9 if r.get('peak_reserved_bytes') else None, '.2f')}) |")
+    return 0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("train-gpu")
+    p.add_argument("gpt")
+    p.add_argument("torch")
+    p.add_argument("--skip", type=int, default=3)
+    p = sub.add_parser("time-to-loss")
+    p.add_argument("gpt")
+    p.add_argument("torch")
+    p.add_argument("--reference", action="store_true")
+    p = sub.add_parser("curve")
+    p.add_argument("log")
+    p = sub.add_parser("ops")
+    p.add_argument("log")
+    a = ap.parse_args(argv)
+    if a.what == "train-gpu":
+        return train_gpu(a)
+    if a.what == "curve":
+        return one_curve(a)
+    if a.what == "ops":
+        return ops(a)
+    return time_to_loss(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
