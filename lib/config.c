@@ -297,3 +297,21 @@ void gpt_ptrs_bind(const struct gpt_config *c, const struct gpt_table *t, float 
 	}
 	(void)c;
 }
+
+double gpt_flops_per_token(const struct gpt_config *c, int window)
+{
+	const double D = c->dim, F = c->mlp_hidden, V = c->vocab;
+	int A = 0;
+	for (int l = 0; l < c->layers; l++)
+		A += gpt_layer_attn(c, l);
+	const double N = A * 4.0 * D * D + c->layers * 2.0 * D * F + D * V;
+	const double L = 128.0 * (window > 1 ? window - 1 : 0) + 64.5;
+	return 6.0 * N + 3.0 * A * 4.0 * D * L;
+}
+
+double gpt_peak_tflops(void)
+{
+	const char *s = getenv("GPT_PEAK_TFLOPS");
+	double v = s ? strtod(s, NULL) : 0;
+	return v > 0 ? v : 989.4;
+}

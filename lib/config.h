@@ -51,6 +51,16 @@ struct gpt_config {
 void gpt_config_record(struct gpt_config *c);
 /* Check every field and the relations between them; names the bad field. */
 int gpt_config_check(const struct gpt_config *c, struct gpt_err *e);
+
+/* Model FLOPs per trained token (forward + backward) by spec section 12:
+ * 6 N for the N matmul weights (attention q, k, v, o of the layers with
+ * attention, MLP fc and proj, lm_head) plus 3 * A * 4 * dim * L for the
+ * attention core of the A attention layers, with L the mask-level keys per
+ * query of a window of `window` blocks without document boundaries:
+ * 128 (window - 1) + 64.5 (spec 12.2). The MFU figure of gpt-train. */
+double gpt_flops_per_token(const struct gpt_config *c, int window);
+/* Dense bf16 peak for MFU, TFLOP/s: $GPT_PEAK_TFLOPS, else 989.4 (spec 12.3). */
+double gpt_peak_tflops(void);
 /* Value-embedding table used by layer i, or -1. */
 int gpt_layer_ve(const struct gpt_config *c, int layer);
 /* 1 if layer i has attention. */

@@ -1,4 +1,7 @@
 /* check_config.c - model configuration and parameter table. */
+#include <math.h>
+#include <stdlib.h>
+
 #include "check_common.h"
 #include "config.h"
 
@@ -40,6 +43,23 @@ START_TEST(record_counts)
 	for (int i = 1; i < t.n; i++)
 		ck_assert_uint_eq(t.p[i].offset, t.p[i - 1].offset + t.p[i - 1].numel);
 	gpt_table_free(&t);
+}
+END_TEST
+
+/* spec 12: 6N = 727,252,992; attention 101,376 L with L = 64.5 / 832.5 / 1728.5 */
+START_TEST(flops_per_token)
+{
+	struct gpt_config c;
+	gpt_config_record(&c);
+	ck_assert_double_eq(gpt_flops_per_token(&c, 1), 727252992.0 + 101376.0 * 64.5);
+	ck_assert_double_eq(gpt_flops_per_token(&c, 7), 727252992.0 + 101376.0 * 832.5);
+	ck_assert_double_eq(gpt_flops_per_token(&c, 14), 727252992.0 + 101376.0 * 1728.5);
+	/* the spec's per-step figure at W = 14: 4.732e14 */
+	ck_assert(fabs(gpt_flops_per_token(&c, 14) * 524288 - 4.732e14) < 0.001e14);
+	setenv("GPT_PEAK_TFLOPS", "500", 1);
+	ck_assert_double_eq(gpt_peak_tflops(), 500.0);
+	unsetenv("GPT_PEAK_TFLOPS");
+	ck_assert_double_eq(gpt_peak_tflops(), 989.4);
 }
 END_TEST
 
@@ -112,6 +132,7 @@ static Suite *config_suite(void)
 	TCase *tc = tcase_create("core");
 	tcase_add_test(tc, record_counts);
 	tcase_add_test(tc, value_embed_pattern);
+	tcase_add_test(tc, flops_per_token);
 	tcase_add_test(tc, meta_round_trip);
 	tcase_add_test(tc, bad_configs);
 	suite_add_tcase(s, tc);
