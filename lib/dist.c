@@ -453,7 +453,9 @@ static int read_ctrl(struct dist *d, int p, char *lost, size_t ln)
 	return 1;
 lost:
 	snprintf(lost, ln, "lost the connection to rank %d (%s)", d->peer[p].rank,
-	         errno == 0 ? "peer closed" : errno == ETIMEDOUT ? "timed out" : strerror(errno));
+	         errno == 0 || errno == ECONNRESET || errno == EPIPE ? "peer closed"
+	         : errno == ETIMEDOUT                               ? "timed out"
+	                                                            : strerror(errno));
 	return 2;
 }
 
@@ -484,8 +486,9 @@ static int peer_lost(struct dist *d, int p, int err, struct gpt_err *e)
 				return ctrl_fail(d, 1, NULL, e);
 		}
 	}
+	/* a reset or a broken pipe is the peer's process gone too */
 	return fail(d, e, "rank %d: lost the connection to rank %d (%s)", me(d), d->peer[p].rank,
-	            err ? strerror(err) : "peer closed");
+	            !err || err == ECONNRESET || err == EPIPE ? "peer closed" : strerror(err));
 }
 
 struct xfer {
@@ -592,7 +595,10 @@ static int transfer(struct dist *d, struct xfer *x, int n, int poll_ctrl, struct
 				}
 			}
 		}
-		for (int j = nd; j < k && !rc; j++) {
+		/* the control connections only when the data did not move: a
+		 * collective whose data all arrived has succeeded, and an abort
+		 * behind it is the next collective's (or the watchdog's) news */
+		for (int j = nd; j < k && !rc && !progress; j++) {
 			if (!pf[j].revents)
 				continue;
 			char lost[256];
