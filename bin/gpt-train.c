@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist.h"
 #include "schedule.h"
 #include "train.h"
 
@@ -37,7 +38,14 @@ static const struct cli_text cli = {
 	"      --lr-muon X         Muon, hidden matrices (default 0.05)\n"
 	"Machine\n"
 	"      --device DEV        cpu, cuda or auto (default auto)\n"
-	"      --threads N         CPU threads (default: all cores)\n"
+	"      --threads N         CPU threads (default: all cores, shared by the ranks\n"
+	"                          of a host)\n"
+	"Ranks (data-parallel; launchers: torchrun-style env, mpirun, srun)\n"
+	"      --gpus N            start N ranks on this machine, one per GPU\n"
+	"      --dist-init SPEC    how ranks started by a launcher meet: file:PATH\n"
+	"                          (shared file system) or tcp:HOST:PORT (rank 0\n"
+	"                          listens; default tcp:$MASTER_ADDR:$MASTER_PORT)\n"
+	"      --dist-timeout S    give up on a silent rank after S seconds (default 600)\n"
 	"  -q, --quiet             no progress or notes on stderr\n"
 	"  -v, --verbose           more notes on stderr\n"
 	"  -h, --help              this help\n"
@@ -48,7 +56,9 @@ static const struct cli_text cli = {
 };
 
 enum { O_RESUME = 256, O_VAL, O_CKPT_DIR, O_KEEP, O_F32, O_BATCH, O_SEQ, O_VALTOK, O_LR_EMBED,
-       O_LR_HEAD, O_LR_SCALAR, O_LR_MUON, O_DEVICE, O_THREADS };
+       O_LR_HEAD, O_LR_SCALAR, O_LR_MUON, O_DEVICE, O_THREADS, O_GPUS, O_DIST_INIT, O_DIST_TIMEOUT };
+
+#define SHORTOPTS "w:t:s:o:" CLI_COMMON_SHORT
 
 static const struct option longopts[] = {
 	{"weights", required_argument, 0, 'w'},   {"resume", required_argument, 0, O_RESUME},
@@ -60,6 +70,8 @@ static const struct option longopts[] = {
 	{"lr-embed", required_argument, 0, O_LR_EMBED}, {"lr-head", required_argument, 0, O_LR_HEAD},
 	{"lr-scalar", required_argument, 0, O_LR_SCALAR}, {"lr-muon", required_argument, 0, O_LR_MUON},
 	{"device", required_argument, 0, O_DEVICE}, {"threads", required_argument, 0, O_THREADS},
+	{"gpus", required_argument, 0, O_GPUS},   {"dist-init", required_argument, 0, O_DIST_INIT},
+	{"dist-timeout", required_argument, 0, O_DIST_TIMEOUT},
 	CLI_COMMON_LONG,                          {0, 0, 0, 0},
 };
 
@@ -84,10 +96,11 @@ int main(int argc, char **argv)
 	o.val_tokens = -1;
 	o.device = ENGINE_AUTO;
 	memcpy(o.base_lr, sched_record_base_lr, sizeof o.base_lr);
-	int c;
+	int c, gpus = 0;
 	long v;
 	uint64_t u;
-	while ((c = getopt_long(argc, argv, "w:t:s:o:" CLI_COMMON_SHORT, longopts, NULL)) != -1) {
+	double x;
+	while ((c = getopt_long(argc, argv, SHORTOPTS, longopts, NULL)) != -1) {
 		switch (c) {
 		case 'w': o.weights = optarg; break;
 		case O_RESUME: o.resume = optarg; break;
@@ -122,7 +135,21 @@ int main(int argc, char **argv)
 		case O_LR_SCALAR: o.base_lr[SCHED_SCALAR] = lr_arg("lr-scalar", optarg); break;
 		case O_LR_MUON: o.base_lr[SCHED_MUON] = lr_arg("lr-muon", optarg); break;
 		case O_DEVICE: engine_cli_device(&cli, optarg, &o.device); break;
-		case O_THREADS: engine_cli_threads(&cli, optarg); break;
+		case O_THREADS:
+			engine_cli_threads(&cli, optarg);
+			o.threads_given = 1;
+			break;
+		case O_GPUS:
+			if (parse_long(optarg, 1, 4096, &v))
+				cli_usage_error(&cli, "--gpus: '%s' is not a count (1..4096)", optarg);
+			gpus = (int)v;
+			break;
+		case O_DIST_INIT: o.dist_init = optarg; break;
+		case O_DIST_TIMEOUT:
+			if (parse_double(optarg, &x) || x <= 0 || x > 1e7)
+				cli_usage_error(&cli, "--dist-timeout: '%s' is not a number of seconds (> 0)", optarg);
+			o.dist_timeout = x;
+			break;
 		default:
 			if (!cli_common(c, &cli))
 				cli_usage_error(&cli, NULL);
@@ -136,6 +163,40 @@ int main(int argc, char **argv)
 		cli_usage_error(&cli, "no training shards (--train PATTERN)");
 	if (o.output && !strcmp(o.output, "-"))
 		cli_usage_error(&cli, "-o -: standard output carries the JSON log; give a file name");
+	if (o.dist_init) {
+		struct gpt_err e;
+		char buf[1100];
+		if (dist_resolve_init(o.dist_init, buf, sizeof buf, &e))
+			cli_usage_error(&cli, "%s", e.msg);
+	}
+	if (gpus) {
+		struct gpt_err e;
+		struct dist_info di;
+		if (o.dist_init)
+			cli_usage_error(&cli, "--gpus starts the ranks itself; --dist-init is for ranks started "
+			                      "by a launcher");
+		if (dist_env(&di, &e))
+			cli_usage_error(&cli, "%s", e.msg);
+		if (di.world > 1)
+			cli_usage_error(&cli, "--gpus %d: this process is already rank %d of %d (launcher %s); "
+			                      "let either the launcher or --gpus start the ranks",
+			                gpus, di.rank, di.world, di.launcher);
+		if (gpus > 1) {
+			/* the batch must split over the ranks: say so once, here */
+			if ((!o.resume || (o.batch_tokens && o.seq_len)) &&
+			    train_micro_batches(o.batch_tokens ? o.batch_tokens : TRAIN_DEFAULT_BATCH,
+			                        o.seq_len ? o.seq_len : TRAIN_DEFAULT_SEQ, gpus, &e) < 0)
+				cli_usage_error(&cli, "%s", e.msg);
+			char **cargv = dist_argv_drop(argc, argv, SHORTOPTS, longopts, "gpus");
+			int status = dist_spawn(gpus, cargv, &e);
+			if (status < 0)
+				die(EXIT_RUNTIME, "%s", e.msg);
+			free(cargv);
+			free(train);
+			free(val);
+			return status;
+		}
+	}
 	int status = train_run(&o);
 	free(train);
 	free(val);

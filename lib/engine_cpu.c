@@ -1,10 +1,17 @@
 /*
  * engine_cpu.c - the CPU engine: the fp32 reference model (lib/model.h) and
  * the CPU optimizers (lib/optim.h) behind struct engine. See engine.h.
+ *
+ * Over ranks (engine_create_dist with a world > 1): MICRO_GRAD_LAST ends
+ * with the gradient accumulator averaged over the ranks
+ * (dist_allreduce_f32_mean: the same bits on every rank), and the
+ * allreduce op is dist_allreduce_f64. Every rank then runs the whole
+ * optimizer on the same gradients, so the weights stay identical.
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist.h"
 #include "engine.h"
 #include "model.h"
 #include "optim.h"
@@ -26,7 +33,11 @@ static int cpu_micro(struct engine *en, const uint32_t *in, const uint32_t *tgt,
 	struct cpu_engine *c = CE(en);
 	if (grad && !c->g)
 		return gpt_errf(e, "engine created for evaluation only");
-	return cpu_model_step(c->model, c->w, in, tgt, T, window, grad ? c->g : NULL, loss, e);
+	if (cpu_model_step(c->model, c->w, in, tgt, T, window, grad ? c->g : NULL, loss, e))
+		return -1;
+	if (grad == MICRO_GRAD_LAST && dist_world(en->dist) > 1)
+		return dist_allreduce_f32_mean(en->dist, c->g, en->table.total, e);
+	return 0;
 }
 
 static int cpu_logits(struct engine *en, const uint32_t *in, int T, int window, float *out,
@@ -96,6 +107,13 @@ static int cpu_set_steps(struct engine *en, int64_t s, struct gpt_err *e)
 	return optim_set_steps(CE(en)->opt, s, e);
 }
 
+static int cpu_allreduce(struct engine *en, double *v, int n, struct gpt_err *e)
+{
+	if (n < 0)
+		return gpt_errf(e, "allreduce of %d numbers", n);
+	return dist_allreduce_f64(en->dist, v, (size_t)n, e);
+}
+
 static uint64_t cpu_peak(struct engine *en) { return CE(en)->bytes; }
 
 static void cpu_free(struct engine *en)
@@ -124,6 +142,7 @@ static const struct engine_ops cpu_ops = {
 	.grad_get = cpu_grad_get,
 	.steps = cpu_steps,
 	.set_steps = cpu_set_steps,
+	.allreduce = cpu_allreduce,
 	.peak_bytes = cpu_peak,
 	.free = cpu_free,
 };
@@ -220,9 +239,10 @@ struct engine *engine_create_dist(enum engine_device dev, const struct gpt_confi
 		       NULL;
 #endif
 	}
-	if (d)
-		return gpt_errf(e, "data-parallel training on the CPU engine is not built yet"), NULL;
-	return engine_cpu_create(c, w, max_T, train, e);
+	struct engine *en = engine_cpu_create(c, w, max_T, train, e);
+	if (en)
+		en->dist = dist_world(d) > 1 ? d : NULL;
+	return en;
 }
 
 void engine_free(struct engine *en)

@@ -13,8 +13,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dist.h"
 #include "json.h"
 #include "loader.h"
+#include "parallel.h"
 #include "safetensors.h"
 #include "schedule.h"
 #include "weights.h"
@@ -206,6 +208,8 @@ static void ckpt_prune(const char *dir, int keep)
  */
 struct run {
 	const struct train_opts *o;
+	struct dist *dist;
+	int P, rank0;
 	struct engine *en;
 	struct loader *train, *val;
 	int64_t val_steps;
@@ -213,6 +217,36 @@ struct run {
 	char last_ckpt[4096];
 	int64_t steps_done;
 };
+
+int train_micro_batches(int64_t batch_tokens, int seq_len, int world, struct gpt_err *e)
+{
+	int64_t per = (int64_t)world * seq_len;
+	if (world <= 1) {
+		if (batch_tokens < 1 || seq_len < 1 || batch_tokens % seq_len)
+			return gpt_errf(e, "--batch-tokens %" PRId64 " is not a multiple of --seq-len %d", batch_tokens,
+			                seq_len);
+		return (int)(batch_tokens / seq_len);
+	}
+	if (batch_tokens < per)
+		return gpt_errf(e, "--batch-tokens %" PRId64 " is less than %d ranks x --seq-len %d = %" PRId64
+		                   ": every rank needs at least one micro-batch",
+		                batch_tokens, world, seq_len, per);
+	if (batch_tokens % per)
+		return gpt_errf(e, "--batch-tokens %" PRId64 " is not a multiple of %d ranks x --seq-len %d = %" PRId64
+		                   " (each rank takes a whole number of micro-batches)",
+		                batch_tokens, world, seq_len, per);
+	if (batch_tokens / per > INT32_MAX)
+		return gpt_errf(e, "--batch-tokens %" PRId64 ": too many micro-batches", batch_tokens);
+	return (int)(batch_tokens / per);
+}
+
+/* Sum n numbers over the ranks (the engine's op when it has one). */
+static int reduce(struct run *r, double *v, int n, struct gpt_err *e)
+{
+	if (r->en->ops->allreduce)
+		return r->en->ops->allreduce(r->en, v, n, e);
+	return dist_allreduce_f64(r->dist, v, (size_t)n, e);
+}
 
 static int evaluate(struct run *r, int window, double *loss, struct gpt_err *e)
 {
@@ -229,7 +263,10 @@ static int evaluate(struct run *r, int window, double *loss, struct gpt_err *e)
 			return -1;
 		sum += l;
 	}
-	*loss = sum / (double)r->val_steps;
+	/* spec 10: every rank's sum, summed, over all P x val_steps sequences */
+	if (reduce(r, &sum, 1, e))
+		return -1;
+	*loss = sum / ((double)r->val_steps * r->P);
 	return 0;
 }
 
@@ -263,12 +300,16 @@ static int write_ckpt(struct run *r, int64_t step, int pending_eval, struct gpt_
 
 static int auto_val_steps(struct run *r, int64_t want, struct gpt_err *e)
 {
-	uint64_t B = (uint64_t)r->o->seq_len;
+	uint64_t B = (uint64_t)r->o->seq_len * (uint64_t)r->P; /* one sequence per rank and step */
 	uint64_t len0 = loader_file_tokens(r->val, 0);
 	int64_t avail = len0 >= 2 ? (int64_t)((len0 - 2) / B) : 0;
-	if (avail < 1)
+	if (avail < 1) {
+		if (r->P > 1)
+			return gpt_errf(e, "%s: %" PRIu64 " tokens: too few for one validation step of %d ranks x %d tokens",
+			                loader_path(r->val, 0), len0, r->P, r->o->seq_len);
 		return gpt_errf(e, "%s: %" PRIu64 " tokens: too few for one validation sequence of %d tokens",
 		                loader_path(r->val, 0), len0, r->o->seq_len);
+	}
 	if (want < 0) {
 		int64_t cap = RECORD_VAL_TOKENS / (int64_t)B;
 		r->val_steps = avail < cap ? avail : (cap > 0 ? cap : 1);
@@ -276,6 +317,41 @@ static int auto_val_steps(struct run *r, int64_t want, struct gpt_err *e)
 	}
 	r->val_steps = loader_val_steps(r->val, (uint64_t)want, e);
 	return r->val_steps < 0 ? -1 : 0;
+}
+
+/* What the ranks must agree on; a rank started with other options is
+ * refused at the rendezvous (lib/dist.h: job token). */
+static void job_key(const struct train_opts *o, char *buf, size_t n)
+{
+	size_t k = 0;
+#define PUT(...) (void)(k < n ? k += (size_t)snprintf(buf + k, n - k, __VA_ARGS__) : 0)
+	PUT("gpt-train %s row %zu|w=%s|r=%s|s=%s|b=%" PRId64 "|T=%d|v=%" PRId64 "|d=%d|", GPT_VERSION,
+	    sizeof(struct sched_row), o->weights ? o->weights : "", o->resume ? o->resume : "", o->schedule,
+	    o->batch_tokens, o->seq_len, o->val_tokens, (int)o->device);
+	for (int i = 0; i < GPT_NGROUPS; i++)
+		PUT("%.17g,", o->base_lr[i]);
+	for (int i = 0; i < o->ntrain; i++)
+		PUT("|t=%s", o->train[i]);
+	for (int i = 0; i < o->nval; i++)
+		PUT("|v=%s", o->val[i]);
+#undef PUT
+}
+
+/* The next schedule row: rank 0 reads it and sends it to the others.
+ * 1: a row; 0: the end; -1: an error (e). */
+static int next_row(struct run *r, struct sched_reader *sr, struct sched_row *row, struct gpt_err *e)
+{
+	struct {
+		int32_t rc, pad;
+		struct sched_row row;
+	} m;
+	memset(&m, 0, sizeof m);
+	if (r->rank0 && (m.rc = sched_next(sr, &m.row, e)) < 0)
+		return -1;
+	if (dist_bcast(r->dist, &m, sizeof m, e))
+		return -1;
+	*row = m.row;
+	return m.rc;
 }
 
 int train_run(const struct train_opts *o)
@@ -290,7 +366,36 @@ int train_run(const struct train_opts *o)
 	struct resume_state rs = {0};
 	int resumed = 0;
 
-	if (opts.resume) {
+	/* ---- the ranks: first, so that any later failure reaches the others */
+	struct dist_info di;
+	char init[1100] = "";
+	if (dist_env(&di, &e))
+		die(EXIT_USAGE, "%s", e.msg);
+	r.P = di.world;
+	r.rank0 = di.rank == 0;
+	if (r.P > 1 && dist_resolve_init(opts.dist_init, init, sizeof init, &e))
+		die(EXIT_USAGE, "%s", e.msg);
+	if (!opts.resume && train_micro_batches(opts.batch_tokens ? opts.batch_tokens : TRAIN_DEFAULT_BATCH,
+	                                        opts.seq_len ? opts.seq_len : TRAIN_DEFAULT_SEQ, r.P, &e) < 0)
+		die(EXIT_USAGE, "%s", e.msg);
+	if (r.P > 1 && !opts.threads_given && !getenv("GPT_THREADS")) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN) / di.local_world;
+		parallel_set_threads(cpus > 0 ? (int)cpus : 1);
+	}
+	if (r.P > 1) {
+		char key[4096], desc[512];
+		job_key(&opts, key, sizeof key);
+		dist_info_describe(&di, desc, sizeof desc);
+		info(2, "%s; rendezvous %s", desc, init);
+		r.dist = dist_open(&di, init, opts.dist_timeout, key, &e);
+		if (!r.dist)
+			die(EXIT_RUNTIME, "%s", e.msg);
+		dist_abort_on_die(r.dist);
+		if (dist_watch_start(r.dist, &e))
+			die(EXIT_RUNTIME, "%s", e.msg);
+	}
+
+	if (opts.resume) { /* every rank reads it (a shared file system) */
 		if (ckpt_read(opts.resume, &ck, &cfg, &w, &rs, &e))
 			die(EXIT_RUNTIME, "%s", e.msg);
 		resumed = 1;
@@ -307,16 +412,16 @@ int train_run(const struct train_opts *o)
 		die(EXIT_RUNTIME, "%s", e.msg);
 	}
 	if (!opts.batch_tokens)
-		opts.batch_tokens = 524288;
+		opts.batch_tokens = TRAIN_DEFAULT_BATCH;
 	if (!opts.seq_len)
-		opts.seq_len = 65536;
+		opts.seq_len = TRAIN_DEFAULT_SEQ;
 	if (opts.seq_len > cfg.max_seq)
 		die(EXIT_USAGE, "--seq-len %d exceeds the model's max_seq %d", opts.seq_len, cfg.max_seq);
-	if (opts.batch_tokens % opts.seq_len)
-		die(EXIT_USAGE, "--batch-tokens %" PRId64 " is not a multiple of --seq-len %d",
-		    opts.batch_tokens, opts.seq_len);
+	const int nmicro = train_micro_batches(opts.batch_tokens, opts.seq_len, r.P, &e);
+	if (nmicro < 0)
+		die(EXIT_USAGE, "%s", e.msg);
 
-	r.en = engine_create(opts.device, &cfg, w, opts.seq_len, 1, &e);
+	r.en = engine_create_dist(opts.device, &cfg, w, opts.seq_len, 1, r.P > 1 ? r.dist : NULL, &e);
 	if (!r.en)
 		die(EXIT_RUNTIME, "%s", e.msg);
 	free(w);
@@ -325,9 +430,11 @@ int train_run(const struct train_opts *o)
 			die(EXIT_RUNTIME, "%s", e.msg);
 		st_free(&ck);
 	}
-	info(2, "engine %s, %zu parameters", r.en->ops->name, r.en->table.total);
+	if (r.rank0)
+		info(2, "engine %s, %zu parameters, %d rank%s x %d micro-batch%s per step", r.en->ops->name,
+		     r.en->table.total, r.P, r.P > 1 ? "s" : "", nmicro, nmicro > 1 ? "es" : "");
 
-	struct loader_opts lo = {.batch = (size_t)opts.batch_tokens, .world = 1, .rank = 0,
+	struct loader_opts lo = {.batch = (size_t)opts.batch_tokens, .world = r.P, .rank = di.rank,
 	                         .vocab = (uint32_t)cfg.vocab};
 	r.train = loader_open(opts.train, (size_t)opts.ntrain, &lo, &e);
 	if (!r.train)
@@ -336,42 +443,47 @@ int train_run(const struct train_opts *o)
 		die(EXIT_RUNTIME, "%s", e.msg);
 	if (opts.nval) {
 		struct loader_opts vo = lo;
-		vo.batch = (size_t)opts.seq_len;
+		vo.batch = (size_t)opts.seq_len * (size_t)r.P; /* spec 10: one sequence per rank */
 		r.val = loader_open(opts.val, (size_t)opts.nval, &vo, &e);
 		if (!r.val || auto_val_steps(&r, opts.val_tokens, &e))
 			die(EXIT_RUNTIME, "%s", e.msg);
 	}
-	if (opts.ckpt_dir && mkdir(opts.ckpt_dir, 0777) && errno != EEXIST)
+	if (r.rank0 && opts.ckpt_dir && mkdir(opts.ckpt_dir, 0777) && errno != EEXIST)
 		die(EXIT_RUNTIME, "%s: cannot create the checkpoint directory:", opts.ckpt_dir);
 
-	FILE *sf = xfopen_in(opts.schedule);
-	const char *sname = strcmp(opts.schedule, "-") ? opts.schedule : "standard input";
-	struct sched_reader *sr = sched_open(sf, sname, opts.base_lr, &e);
-	if (!sr)
-		die(EXIT_RUNTIME, "%s", e.msg);
+	/* rank 0 reads the schedule and sends the rows (next_row) */
+	FILE *sf = NULL;
+	struct sched_reader *sr = NULL;
+	if (r.rank0) {
+		sf = xfopen_in(opts.schedule);
+		const char *sname = strcmp(opts.schedule, "-") ? opts.schedule : "standard input";
+		sr = sched_open(sf, sname, opts.base_lr, &e);
+		if (!sr)
+			die(EXIT_RUNTIME, "%s", e.msg);
+	}
 
 	util_soft_signals(&stop_signal);
-	const int nmicro = (int)(opts.batch_tokens / opts.seq_len);
 	const int T = opts.seq_len;
+	const int progress = r.rank0 && progress_enabled();
 	r.t0 = now_seconds();
 	int64_t start = resumed ? rs.step : -1;
 	int64_t last_step = -1;
 	double last_val = NAN;
 	int status = 0, rc, warned_val = 0, warned_ckpt = 0;
 	struct sched_row row;
-	while ((rc = sched_next(sr, &row, &e)) == 1) {
+	while ((rc = next_row(&r, sr, &row, &e)) == 1) {
 		if (row.step < start)
 			continue;
 		/* the row a checkpoint was written at has had its evaluation and
 		 * checkpoint already, unless a signal wrote it before them */
 		int at_resume = resumed && row.step == start && !rs.pending_eval;
 		last_step = row.step;
-		if (row.eval && !at_resume && !r.val && !warned_val) {
+		if (r.rank0 && row.eval && !at_resume && !r.val && !warned_val) {
 			warnx("the schedule asks for evaluations (step %ld) but no --val shards were given: "
 			      "skipping them", row.step);
 			warned_val = 1;
 		}
-		if (row.ckpt && !at_resume && !opts.ckpt_dir && !warned_ckpt) {
+		if (r.rank0 && row.ckpt && !at_resume && !opts.ckpt_dir && !warned_ckpt) {
 			warnx("the schedule asks for checkpoints (step %ld) but no --ckpt-dir was given: "
 			      "skipping them", row.step);
 			warned_ckpt = 1;
@@ -381,24 +493,27 @@ int train_run(const struct train_opts *o)
 			if (evaluate(&r, row.window, &vl, &e))
 				die(EXIT_RUNTIME, "%s", e.msg);
 			last_val = vl;
-			printf("{\"type\":\"val\",\"step\":%ld,\"val_loss\":%.6f,\"val_tokens\":%" PRId64
-			       ",\"window\":%d,\"ms\":%.1f,\"train_time_ms\":%.0f,\"elapsed_s\":%.3f}\n",
-			       row.step, vl, r.val_steps * T, row.window, 1e3 * (now_seconds() - t), r.train_ms,
-			       now_seconds() - r.t0);
-			fflush(stdout);
-			if (progress_enabled())
+			if (r.rank0) {
+				printf("{\"type\":\"val\",\"step\":%ld,\"val_loss\":%.6f,\"val_tokens\":%" PRId64
+				       ",\"window\":%d,\"ms\":%.1f,\"train_time_ms\":%.0f,\"elapsed_s\":%.3f}\n",
+				       row.step, vl, r.val_steps * T * r.P, row.window, 1e3 * (now_seconds() - t),
+				       r.train_ms, now_seconds() - r.t0);
+				fflush(stdout);
+			}
+			if (progress)
 				fprintf(stderr, "\r\033[Kstep %ld  val_loss %.4f\n", row.step, vl);
+			/* the same value on every rank: each stops */
 			if (!isfinite(vl))
 				die(EXIT_RUNTIME, "non-finite validation loss at step %ld%s%s", row.step,
 				    r.last_ckpt[0] ? "; the last good checkpoint is " : "", r.last_ckpt);
 		}
-		if (row.ckpt && !at_resume && opts.ckpt_dir) {
+		if (r.rank0 && row.ckpt && !at_resume && opts.ckpt_dir) {
 			if (write_ckpt(&r, row.step, 0, &e))
 				die(EXIT_RUNTIME, "%s", e.msg);
 		}
 		if (!row.train)
 			continue;
-		/* one training step */
+		/* one training step: this rank's slice of the batch */
 		double ts = now_seconds(), tdata = 0, tfb = 0, topt;
 		double t = now_seconds();
 		const uint32_t *p = loader_next(r.train, &e);
@@ -410,11 +525,19 @@ int train_run(const struct train_opts *o)
 		double loss = 0;
 		for (int k = 0; k < nmicro; k++) {
 			double l;
-			if (r.en->ops->micro(r.en, p + (size_t)k * T, p + (size_t)k * T + 1, T, row.window, 1, &l, &e))
+			int grad = k == nmicro - 1 ? MICRO_GRAD_LAST : MICRO_GRAD;
+			if (r.en->ops->micro(r.en, p + (size_t)k * T, p + (size_t)k * T + 1, T, row.window, grad, &l, &e))
 				die(EXIT_RUNTIME, "step %ld: %s", row.step, e.msg);
 			loss += l;
 		}
 		loss /= nmicro;
+		/* the mean loss over ranks, and whether any rank was asked to stop */
+		int sig = (int)stop_signal;
+		double red[3] = {loss, sig == SIGINT, sig == SIGTERM};
+		if (reduce(&r, red, 3, &e))
+			die(EXIT_RUNTIME, "step %ld: %s", row.step, e.msg);
+		loss = red[0] / r.P;
+		sig = red[1] > 0 ? SIGINT : red[2] > 0 ? SIGTERM : 0;
 		tfb = now_seconds() - t;
 		if (!isfinite(loss))
 			die(EXIT_RUNTIME, "non-finite training loss at step %ld; stopping%s%s", row.step,
@@ -427,37 +550,42 @@ int train_run(const struct train_opts *o)
 		double step_s = now_seconds() - ts;
 		r.train_ms += 1e3 * step_s;
 		r.steps_done++;
-		printf("{\"type\":\"train\",\"step\":%ld,\"loss\":%.6f,", row.step, loss);
-		json_lrs(&row);
-		printf(",\"tokens\":%" PRId64 ",\"step_ms\":%.2f,\"tokens_per_s\":%.0f,\"train_time_ms\":%.0f,"
-		       "\"elapsed_s\":%.3f,\"ms\":{\"data\":%.2f,\"fwd_bwd\":%.2f,\"optim\":%.2f}}\n",
-		       opts.batch_tokens, 1e3 * step_s, (double)opts.batch_tokens / step_s, r.train_ms,
-		       now_seconds() - r.t0, 1e3 * tdata, 1e3 * tfb, 1e3 * topt);
-		fflush(stdout);
-		if (progress_enabled())
+		if (r.rank0) {
+			printf("{\"type\":\"train\",\"step\":%ld,\"loss\":%.6f,", row.step, loss);
+			json_lrs(&row);
+			printf(",\"tokens\":%" PRId64 ",\"step_ms\":%.2f,\"tokens_per_s\":%.0f,\"train_time_ms\":%.0f,"
+			       "\"elapsed_s\":%.3f,\"ms\":{\"data\":%.2f,\"fwd_bwd\":%.2f,\"optim\":%.2f}}\n",
+			       opts.batch_tokens, 1e3 * step_s, (double)opts.batch_tokens / step_s, r.train_ms,
+			       now_seconds() - r.t0, 1e3 * tdata, 1e3 * tfb, 1e3 * topt);
+			fflush(stdout);
+		}
+		if (progress)
 			fprintf(stderr, "\r\033[Kstep %ld  loss %.4f  %.0f tok/s", row.step, loss,
 			        (double)opts.batch_tokens / step_s);
-		if (stop_signal) {
-			if (progress_enabled())
+		if (sig) {
+			if (progress)
 				fputc('\n', stderr);
-			if (opts.ckpt_dir) {
+			if (r.rank0 && opts.ckpt_dir) {
 				/* state after step row.step: the next row starts with its evaluation */
 				if (write_ckpt(&r, row.step + 1, 1, &e))
 					die(EXIT_RUNTIME, "%s", e.msg);
 			}
-			warnx("stopped by signal %d after step %ld%s", (int)stop_signal, row.step,
-			      opts.ckpt_dir ? " (checkpoint written)" : "");
-			status = 128 + (int)stop_signal;
+			if (r.rank0)
+				warnx("stopped by signal %d after step %ld%s", sig, row.step,
+				      opts.ckpt_dir ? " (checkpoint written)" : "");
+			status = 128 + sig;
 			break;
 		}
 	}
 	if (rc < 0)
 		die(EXIT_RUNTIME, "%s", e.msg);
-	if (progress_enabled() && status == 0)
+	if (progress && status == 0)
 		fputc('\n', stderr);
-	sched_close(sr);
-	xfclose_in(sf, opts.schedule);
-	if (status == 0 && opts.output) {
+	if (sr) {
+		sched_close(sr);
+		xfclose_in(sf, opts.schedule);
+	}
+	if (r.rank0 && status == 0 && opts.output) {
 		float *fw = xmalloc_aligned(64, sizeof(float) * r.en->table.total);
 		if (r.en->ops->state_get(r.en, 0, fw, &e) ||
 		    weights_save(opts.output, &cfg, fw,
@@ -467,19 +595,24 @@ int train_run(const struct train_opts *o)
 			die(EXIT_RUNTIME, "%s", e.msg);
 		free(fw);
 	}
-	printf("{\"type\":\"end\",\"steps\":%" PRId64 ",\"last_step\":%" PRId64 ",\"train_time_ms\":%.0f,"
-	       "\"elapsed_s\":%.3f,\"val_loss\":",
-	       r.steps_done, last_step, r.train_ms, now_seconds() - r.t0);
-	if (isfinite(last_val))
-		printf("%.6f", last_val);
-	else
-		printf("null");
-	printf(",\"peak_bytes\":%" PRIu64 ",\"device\":\"%s\"}\n", r.en->ops->peak_bytes(r.en),
-	       r.en->ops->name);
-	fflush(stdout);
+	if (r.rank0) {
+		printf("{\"type\":\"end\",\"steps\":%" PRId64 ",\"last_step\":%" PRId64 ",\"train_time_ms\":%.0f,"
+		       "\"elapsed_s\":%.3f,\"val_loss\":",
+		       r.steps_done, last_step, r.train_ms, now_seconds() - r.t0);
+		if (isfinite(last_val))
+			printf("%.6f", last_val);
+		else
+			printf("null");
+		printf(",\"peak_bytes\":%" PRIu64 ",\"device\":\"%s\",\"world\":%d}\n",
+		       r.en->ops->peak_bytes(r.en), r.en->ops->name, r.P);
+		fflush(stdout);
+	}
 	loader_close(r.train);
 	if (r.val)
 		loader_close(r.val);
 	engine_free(r.en);
+	/* the last barrier: no rank leaves while another may still fail */
+	if (dist_close(r.dist, &e))
+		die(EXIT_RUNTIME, "%s", e.msg);
 	return status;
 }

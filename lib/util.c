@@ -21,32 +21,47 @@ int verbosity = 1;
 /* ----------------------------------------------------------------------
  * Messages
  */
-static void vmsg(const char *fmt, va_list ap)
+static void (*die_hook)(const char *msg);
+
+void util_at_die(void (*fn)(const char *msg)) { die_hook = fn; }
+
+/* Format the message into buf (without the program name) and write
+ * "progname: message\n" to stderr in one piece, so that the lines of
+ * several processes sharing stderr do not interleave. */
+static void vmsg(char *buf, size_t size, const char *fmt, va_list ap)
 {
 	int saved = errno;
 	fflush(stdout);
-	fprintf(stderr, "%s: ", progname);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(buf, size, fmt, ap);
 	size_t n = strlen(fmt);
-	if (n && fmt[n - 1] == ':')
-		fprintf(stderr, " %s", strerror(saved));
-	fputc('\n', stderr);
+	if (n && fmt[n - 1] == ':') {
+		size_t k = strlen(buf);
+		snprintf(buf + k, size - k, " %s", strerror(saved));
+	}
+	fprintf(stderr, "%s: %s\n", progname, buf);
 }
 
 void die(int status, const char *fmt, ...)
 {
+	char buf[4096];
 	va_list ap;
 	va_start(ap, fmt);
-	vmsg(fmt, ap);
+	vmsg(buf, sizeof buf, fmt, ap);
 	va_end(ap);
+	if (die_hook) {
+		void (*fn)(const char *) = die_hook;
+		die_hook = NULL; /* once, even if the hook dies itself */
+		fn(buf);
+	}
 	exit(status);
 }
 
 void warnx(const char *fmt, ...)
 {
+	char buf[4096];
 	va_list ap;
 	va_start(ap, fmt);
-	vmsg(fmt, ap);
+	vmsg(buf, sizeof buf, fmt, ap);
 	va_end(ap);
 }
 
@@ -54,9 +69,10 @@ void info(int level, const char *fmt, ...)
 {
 	if (verbosity < level)
 		return;
+	char buf[4096];
 	va_list ap;
 	va_start(ap, fmt);
-	vmsg(fmt, ap);
+	vmsg(buf, sizeof buf, fmt, ap);
 	va_end(ap);
 }
 
@@ -228,6 +244,8 @@ static void cleanup_tmp(void)
 		if (tmp_names[i])
 			unlink(tmp_names[i]);
 }
+
+void aout_cleanup_all(void) { cleanup_tmp(); }
 
 static void fatal_signal(int sig)
 {

@@ -49,6 +49,10 @@ int gpt_errf(struct gpt_err *e, const char *fmt, ...) __attribute__((format(prin
 
 /* Print "progname: fmt" (+ ": strerror(errno)" if fmt ends in ':') and exit. */
 void die(int status, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+/* Have die() call fn with its message (without "progname: ") after
+ * printing it and before exiting, once (NULL: none). A data-parallel run
+ * uses it to tell the other ranks why this one stops (lib/dist.h). */
+void util_at_die(void (*fn)(const char *msg));
 /* Same message, no exit. */
 void warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Message at verbosity >= level, prefixed with progname. */
@@ -100,6 +104,9 @@ struct aout {
 void aout_open(struct aout *o, const char *path, int flags);
 void aout_commit(struct aout *o);
 void aout_abort(struct aout *o); /* remove the temporary file, no message */
+/* Remove every open temporary file now (async-signal-safe; for a process
+ * that ends with _exit, such as lib/dist.c's watchdog). */
+void aout_cleanup_all(void);
 /* Write all of buf or die naming the output. */
 void aout_write(struct aout *o, const void *buf, size_t n);
 
