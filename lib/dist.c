@@ -1127,6 +1127,7 @@ int dist_rank(const struct dist *d) { return d ? d->info.rank : 0; }
 int dist_world(const struct dist *d) { return d ? d->info.world : 1; }
 int dist_local_rank(const struct dist *d) { return d ? d->info.local_rank : 0; }
 int dist_local_world(const struct dist *d) { return d ? d->info.local_world : 1; }
+double dist_timeout(const struct dist *d) { return d && d->timeout > 0 ? d->timeout : DIST_DEFAULT_TIMEOUT; }
 const struct dist_info *dist_get_info(const struct dist *d) { return d ? &d->info : NULL; }
 
 /* ------------------------------------------------------------------------

@@ -153,6 +153,8 @@ int dist_rank(const struct dist *d);
 int dist_world(const struct dist *d);
 int dist_local_rank(const struct dist *d);
 int dist_local_world(const struct dist *d);
+/* the timeout of every blocking wait, seconds (NULL: the default) */
+double dist_timeout(const struct dist *d);
 const struct dist_info *dist_get_info(const struct dist *d); /* NULL for NULL */
 
 /* Collectives (above). Return 0, or -1 and e naming the failed rank. After

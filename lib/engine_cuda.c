@@ -1386,7 +1386,7 @@ struct engine *engine_cuda_create_dist(const struct gpt_config *cfg, const float
 		return en;
 	struct cuda_engine *c = CU(en);
 	c->world = world, c->rank = rank, c->dist = d, en->dist = d;
-	c->timeout_s = DIST_DEFAULT_TIMEOUT; /* TODO(lead): dist_timeout(d) once dist.h has it */
+	c->timeout_s = dist_timeout(d);
 	if (dp_init(c, d, e)) {
 		cuda_free(en);
 		return NULL;

@@ -553,10 +553,15 @@ int train_run(const struct train_opts *o)
 		if (r.rank0) {
 			printf("{\"type\":\"train\",\"step\":%ld,\"loss\":%.6f,", row.step, loss);
 			json_lrs(&row);
-			printf(",\"tokens\":%" PRId64 ",\"step_ms\":%.2f,\"tokens_per_s\":%.0f,\"train_time_ms\":%.0f,"
+			/* spec 12: model FLOP/s per device, and MFU against the dense bf16 peak */
+			double tfl = gpt_flops_per_token(&cfg, row.window) * (double)opts.batch_tokens /
+			             step_s / r.P / 1e12;
+			printf(",\"tokens\":%" PRId64 ",\"step_ms\":%.2f,\"tokens_per_s\":%.0f,\"tflops\":%.1f,"
+			       "\"mfu\":%.4f,\"train_time_ms\":%.0f,"
 			       "\"elapsed_s\":%.3f,\"ms\":{\"data\":%.2f,\"fwd_bwd\":%.2f,\"optim\":%.2f}}\n",
-			       opts.batch_tokens, 1e3 * step_s, (double)opts.batch_tokens / step_s, r.train_ms,
-			       now_seconds() - r.t0, 1e3 * tdata, 1e3 * tfb, 1e3 * topt);
+			       opts.batch_tokens, 1e3 * step_s, (double)opts.batch_tokens / step_s, tfl,
+			       tfl / gpt_peak_tflops(), r.train_ms, now_seconds() - r.t0, 1e3 * tdata,
+			       1e3 * tfb, 1e3 * topt);
 			fflush(stdout);
 		}
 		if (progress)
