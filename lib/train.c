@@ -171,6 +171,11 @@ static int ckpt_restore_optim(const char *path, const struct st_file *f, struct 
 }
 
 /* Keep the newest `keep` files named ckpt_*.safetensors in dir. */
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 static void ckpt_prune(const char *dir, int keep)
 {
 	if (keep <= 0)
@@ -191,7 +196,7 @@ static void ckpt_prune(const char *dir, int keep)
 	}
 	closedir(d);
 	/* zero-padded step numbers: lexical order is step order */
-	qsort(names, n, sizeof *names, (int (*)(const void *, const void *))strcmp);
+	qsort(names, n, sizeof *names, cmp_name);
 	for (size_t i = 0; i + (size_t)keep < n; i++) {
 		char path[4096];
 		snprintf(path, sizeof path, "%s/%s", dir, names[i]);

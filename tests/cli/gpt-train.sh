@@ -89,6 +89,13 @@ else
 fi
 
 # ---- gpt-eval ----
+# ---- --keep-ckpts keeps the newest (by step) ----
+gpt-sched --preset record-2025-01-04 --steps 12 --ckpt-every 1 >sched12.txt
+t_run "keep 3 checkpoints" 0 gpt-train -q -w init.safetensors "${common[@]}" -s sched12.txt \
+	--ckpt-dir keep --keep-ckpts 3
+t_true "the three newest are kept" test "$(ls keep | tr '\n' ' ')" = \
+	"ckpt_00000010.safetensors ckpt_00000011.safetensors ckpt_00000012.safetensors "
+
 t_run "eval loss" 0 gpt-eval -w final.safetensors --val val.bin.zst --seq-len 256 --tokens 512 --window 3
 t_true "eval JSON" jq -e '.tokens == 512 and .seq_len == 256 and (.loss | . > 0 and . < 10.8) and (.bits_per_byte | . > 0)' "$OUT"
 t_run "eval a checkpoint" 0 gpt-eval -w ckpt/ckpt_00000008.safetensors --val val.bin.zst --seq-len 256 --tokens 512 --window 14
