@@ -1314,6 +1314,19 @@ static volatile sig_atomic_t spawn_same_pgrp;
 
 static int sig_slot(int sig) { return sig == SIGINT ? 0 : sig == SIGTERM ? 1 : 2; }
 
+static void spawn_sigchld(int sig) { (void)sig; } /* only to cut the parent's nap short */
+
+/* Order of report among the children reaped together: one killed by a
+ * signal first (the others' failures are most likely its consequence),
+ * then other failures, then the rest; by rank within each. */
+static int reap_class(int st)
+{
+	if (WIFSIGNALED(st))
+		return 0;
+	int c = WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+	return c && c != 128 + SIGINT && c != 128 + SIGTERM ? 1 : 2;
+}
+
 static void spawn_handler(int sig, siginfo_t *si, void *uc)
 {
 	(void)uc;
@@ -1380,6 +1393,11 @@ int dist_spawn(int n, char *const argv[], struct gpt_err *e)
 	sigprocmask(SIG_BLOCK, &block, &oldmask);
 	for (int i = 0; i < 3; i++)
 		sigaction(fsig[i], &sa, &old[i]);
+	struct sigaction sc, oldchld;
+	memset(&sc, 0, sizeof sc);
+	sc.sa_handler = spawn_sigchld;
+	sigemptyset(&sc.sa_mask);
+	sigaction(SIGCHLD, &sc, &oldchld);
 
 	pid_t parent = getpid(), pgid = 0;
 	pid_t *pids = xcalloc((size_t)n, sizeof *pids);
@@ -1394,6 +1412,7 @@ int dist_spawn(int n, char *const argv[], struct gpt_err *e)
 		if (pid == 0) {
 			for (int i = 0; i < 3; i++)
 				signal(fsig[i], SIG_DFL);
+			signal(SIGCHLD, SIG_DFL);
 			sigprocmask(SIG_SETMASK, &oldmask, NULL);
 			if (!spawn_same_pgrp)
 				setpgid(0, r == 0 ? 0 : pgid);
@@ -1436,8 +1455,12 @@ int dist_spawn(int n, char *const argv[], struct gpt_err *e)
 	if (killing)
 		for (int r = 0; r < started; r++)
 			kill(pids[r], SIGTERM);
+	struct reaped {
+		int r, st;
+		pid_t pid;
+	} *got = xcalloc((size_t)n, sizeof *got);
 	while (alive > 0) {
-		int st;
+		int st, ng = 0;
 		pid_t pid;
 		while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
 			int r = 0;
@@ -1447,24 +1470,29 @@ int dist_spawn(int n, char *const argv[], struct gpt_err *e)
 				continue;
 			pids[r] = -1;
 			alive--;
-			char what[128];
-			int code;
-			describe_status(st, what, sizeof what, &code);
-			int clean_stop = WIFEXITED(st) && (code == 128 + SIGINT || code == 128 + SIGTERM);
-			if (code && !first)
-				first = code;
-			if (code && !clean_stop && !killing) {
-				warnx("rank %d (pid %d) %s%s", r, (int)pid, what,
-				      alive ? "; stopping the other ranks" : "");
-				killing = 1;
-				kill_at = now_seconds() + 10.0;
-				for (int q = 0; q < started; q++)
-					if (pids[q] > 0)
-						kill(pids[q], SIGTERM);
-			} else {
-				info(2, "rank %d (pid %d) %s", r, (int)pid, what);
-			}
+			got[ng++] = (struct reaped){r, st, pid};
 		}
+		for (int cls = 0; cls < 3; cls++)
+			for (int k = 0; k < ng; k++) {
+				if (reap_class(got[k].st) != cls)
+					continue;
+				char what[128];
+				int code;
+				describe_status(got[k].st, what, sizeof what, &code);
+				if (code && !first)
+					first = code;
+				if (cls < 2 && !killing) {
+					warnx("rank %d (pid %d) %s%s", got[k].r, (int)got[k].pid, what,
+					      alive ? "; stopping the other ranks" : "");
+					killing = 1;
+					kill_at = now_seconds() + 10.0;
+					for (int q = 0; q < started; q++)
+						if (pids[q] > 0)
+							kill(pids[q], SIGTERM);
+				} else {
+					info(2, "rank %d (pid %d) %s", got[k].r, (int)got[k].pid, what);
+				}
+			}
 		if (alive == 0)
 			break;
 		for (int i = 0; i < 3; i++)
@@ -1482,10 +1510,13 @@ int dist_spawn(int n, char *const argv[], struct gpt_err *e)
 					kill(pids[q], SIGKILL);
 				}
 		}
-		sleep_s(0.02);
+		struct timespec nap = {0, 20000000}; /* SIGCHLD or a forwarded signal ends it early */
+		nanosleep(&nap, NULL);
 	}
+	free(got);
 	for (int i = 0; i < 3; i++)
 		sigaction(fsig[i], &old[i], NULL);
+	sigaction(SIGCHLD, &oldchld, NULL);
 	unlink(path);
 	rmdir(dir);
 	free(pids);
