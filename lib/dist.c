@@ -431,9 +431,9 @@ static int fail(struct dist *d, struct gpt_err *e, const char *fmt, ...)
 }
 
 /* Read one frame from peer p's control connection (something is there to
- * read). 1: an abort (d->abort_origin, d->abort_msg set); 2: the
- * connection is lost (text in lost). */
-static int read_ctrl(struct dist *d, int p, char *lost, size_t ln)
+ * read). 1: an abort (*origin failed with msg); 2: the connection is lost
+ * (the text in lost). */
+static int read_ctrl(struct dist *d, int p, int *origin, char *msg, size_t mn, char *lost, size_t ln)
 {
 	int fd = d->peer[p].fd[CH_CTRL];
 	double dl = now_seconds() + (d->timeout < 10 ? d->timeout : 10);
@@ -444,12 +444,12 @@ static int read_ctrl(struct dist *d, int p, char *lost, size_t ln)
 		errno = EPROTO;
 		goto lost;
 	}
-	char msg[ABORT_MAX + 1];
-	if (io_full(fd, 0, msg, (size_t)h.len, dl))
+	char buf[ABORT_MAX + 1];
+	if (io_full(fd, 0, buf, (size_t)h.len, dl))
 		goto lost;
-	msg[h.len] = 0;
-	d->abort_origin = (int)h.op;
-	snprintf(d->abort_msg, sizeof d->abort_msg, "%s", msg);
+	buf[h.len] = 0;
+	*origin = (int)h.op;
+	snprintf(msg, mn, "%s", buf);
 	return 1;
 lost:
 	snprintf(lost, ln, "lost the connection to rank %d (%s)", d->peer[p].rank,
@@ -459,11 +459,16 @@ lost:
 	return 2;
 }
 
-/* Fail for what read_ctrl found. */
-static int ctrl_fail(struct dist *d, int what, const char *lost, struct gpt_err *e)
+/* Main thread: read peer p's control connection and fail for what is
+ * there (an abort is kept for dist_abort to pass on). */
+static int ctrl_fail(struct dist *d, int p, struct gpt_err *e)
 {
-	if (what == 1)
-		return fail(d, e, "rank %d failed: %s", d->abort_origin, d->abort_msg);
+	char lost[256];
+	int origin;
+	if (read_ctrl(d, p, &origin, d->abort_msg, sizeof d->abort_msg, lost, sizeof lost) == 1) {
+		d->abort_origin = origin;
+		return fail(d, e, "rank %d failed: %s", origin, d->abort_msg);
+	}
 	return fail(d, e, "rank %d: %s", me(d), lost);
 }
 
@@ -480,11 +485,8 @@ static int peer_lost(struct dist *d, int p, int err, struct gpt_err *e)
 		int r;
 		while ((r = poll(&pf, 1, ms_left(dl))) < 0 && errno == EINTR)
 			;
-		if (r > 0) {
-			char lost[256];
-			if (read_ctrl(d, p, lost, sizeof lost) == 1)
-				return ctrl_fail(d, 1, NULL, e);
-		}
+		if (r > 0 && ctrl_fail(d, p, e) && d->abort_origin >= 0)
+			return -1; /* the peer's own message */
 	}
 	/* a reset or a broken pipe is the peer's process gone too */
 	return fail(d, e, "rank %d: lost the connection to rank %d (%s)", me(d), d->peer[p].rank,
@@ -601,9 +603,7 @@ static int transfer(struct dist *d, struct xfer *x, int n, int poll_ctrl, struct
 		for (int j = nd; j < k && !rc && !progress; j++) {
 			if (!pf[j].revents)
 				continue;
-			char lost[256];
-			int what = read_ctrl(d, who[j], lost, sizeof lost);
-			rc = ctrl_fail(d, what, lost, e);
+			rc = ctrl_fail(d, who[j], e);
 		}
 		if (rc)
 			break;
@@ -1174,7 +1174,7 @@ static int collective(struct dist *d, uint32_t op, void *buf, size_t nbytes, int
 	int rc = 0;
 	do {
 		size_t len = nbytes - off < SEG_BYTES ? nbytes - off : SEG_BYTES;
-		uint8_t *p = (uint8_t *)buf + off;
+		uint8_t *p = buf ? (uint8_t *)buf + off : NULL;
 		uint64_t up = op == OP_BCAST || op == OP_BARRIER ? 0 : len; /* to rank 0 */
 		uint64_t down = op == OP_BARRIER ? 0 : len;                 /* from rank 0 */
 		struct hdr hup = {FR_DATA, op, seq, nbytes, up}, hdown = {FR_DATA, op, seq, nbytes, down};
@@ -1247,13 +1247,13 @@ static void *watch_main(void *arg)
 		for (int p = 0; p < np; p++) {
 			if (!pf[p + 1].revents)
 				continue;
-			char lost[256], msg[ABORT_MAX + 300];
-			int what = read_ctrl(d, p, lost, sizeof lost);
+			char lost[256], got[ABORT_MAX + 1], msg[ABORT_MAX + 300];
+			int origin = me(d);
+			int what = read_ctrl(d, p, &origin, got, sizeof got, lost, sizeof lost);
 			int c = CLAIM_NONE;
 			if (!atomic_compare_exchange_strong(&d->claimed, &c, CLAIM_WATCH))
 				goto out; /* the main thread is reporting a failure itself */
-			int origin = what == 1 ? d->abort_origin : me(d);
-			const char *text = what == 1 ? d->abort_msg : lost;
+			const char *text = what == 1 ? got : lost;
 			if (what == 1)
 				snprintf(msg, sizeof msg, "%s: rank %d failed: %s\n", progname, origin, text);
 			else
@@ -1314,6 +1314,19 @@ static volatile sig_atomic_t spawn_pending[3]; /* SIGINT, SIGTERM, SIGHUP to for
 static volatile sig_atomic_t spawn_same_pgrp;
 
 static int sig_slot(int sig) { return sig == SIGINT ? 0 : sig == SIGTERM ? 1 : 2; }
+
+static void spawn_sigchld(int sig) { (void)sig; } /* only to cut the parent's nap short */
+
+/* Order of report among the children reaped together: one killed by a
+ * signal first (the others' failures are most likely its consequence),
+ * then other failures, then the rest; by rank within each. */
+static int reap_class(int st)
+{
+	if (WIFSIGNALED(st))
+		return 0;
+	int c = WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+	return c && c != 128 + SIGINT && c != 128 + SIGTERM ? 1 : 2;
+}
 
 static void spawn_handler(int sig, siginfo_t *si, void *uc)
 {
@@ -1381,6 +1394,11 @@ int dist_spawn(int n, char *const argv[], struct gpt_err *e)
 	sigprocmask(SIG_BLOCK, &block, &oldmask);
 	for (int i = 0; i < 3; i++)
 		sigaction(fsig[i], &sa, &old[i]);
+	struct sigaction sc, oldchld;
+	memset(&sc, 0, sizeof sc);
+	sc.sa_handler = spawn_sigchld;
+	sigemptyset(&sc.sa_mask);
+	sigaction(SIGCHLD, &sc, &oldchld);
 
 	pid_t parent = getpid(), pgid = 0;
 	pid_t *pids = xcalloc((size_t)n, sizeof *pids);
@@ -1395,6 +1413,7 @@ int dist_spawn(int n, char *const argv[], struct gpt_err *e)
 		if (pid == 0) {
 			for (int i = 0; i < 3; i++)
 				signal(fsig[i], SIG_DFL);
+			signal(SIGCHLD, SIG_DFL);
 			sigprocmask(SIG_SETMASK, &oldmask, NULL);
 			if (!spawn_same_pgrp)
 				setpgid(0, r == 0 ? 0 : pgid);
@@ -1437,8 +1456,12 @@ int dist_spawn(int n, char *const argv[], struct gpt_err *e)
 	if (killing)
 		for (int r = 0; r < started; r++)
 			kill(pids[r], SIGTERM);
+	struct reaped {
+		int r, st;
+		pid_t pid;
+	} *got = xcalloc((size_t)n, sizeof *got);
 	while (alive > 0) {
-		int st;
+		int st, ng = 0;
 		pid_t pid;
 		while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
 			int r = 0;
@@ -1448,24 +1471,29 @@ int dist_spawn(int n, char *const argv[], struct gpt_err *e)
 				continue;
 			pids[r] = -1;
 			alive--;
-			char what[128];
-			int code;
-			describe_status(st, what, sizeof what, &code);
-			int clean_stop = WIFEXITED(st) && (code == 128 + SIGINT || code == 128 + SIGTERM);
-			if (code && !first)
-				first = code;
-			if (code && !clean_stop && !killing) {
-				warnx("rank %d (pid %d) %s%s", r, (int)pid, what,
-				      alive ? "; stopping the other ranks" : "");
-				killing = 1;
-				kill_at = now_seconds() + 10.0;
-				for (int q = 0; q < started; q++)
-					if (pids[q] > 0)
-						kill(pids[q], SIGTERM);
-			} else {
-				info(2, "rank %d (pid %d) %s", r, (int)pid, what);
-			}
+			got[ng++] = (struct reaped){r, st, pid};
 		}
+		for (int cls = 0; cls < 3; cls++)
+			for (int k = 0; k < ng; k++) {
+				if (reap_class(got[k].st) != cls)
+					continue;
+				char what[128];
+				int code;
+				describe_status(got[k].st, what, sizeof what, &code);
+				if (code && !first)
+					first = code;
+				if (cls < 2 && !killing) {
+					warnx("rank %d (pid %d) %s%s", got[k].r, (int)got[k].pid, what,
+					      alive ? "; stopping the other ranks" : "");
+					killing = 1;
+					kill_at = now_seconds() + 10.0;
+					for (int q = 0; q < started; q++)
+						if (pids[q] > 0)
+							kill(pids[q], SIGTERM);
+				} else {
+					info(2, "rank %d (pid %d) %s", got[k].r, (int)got[k].pid, what);
+				}
+			}
 		if (alive == 0)
 			break;
 		for (int i = 0; i < 3; i++)
@@ -1483,10 +1511,13 @@ int dist_spawn(int n, char *const argv[], struct gpt_err *e)
 					kill(pids[q], SIGKILL);
 				}
 		}
-		sleep_s(0.02);
+		struct timespec nap = {0, 20000000}; /* SIGCHLD or a forwarded signal ends it early */
+		nanosleep(&nap, NULL);
 	}
+	free(got);
 	for (int i = 0; i < 3; i++)
 		sigaction(fsig[i], &old[i], NULL);
+	sigaction(SIGCHLD, &oldchld, NULL);
 	unlink(path);
 	rmdir(dir);
 	free(pids);

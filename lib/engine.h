@@ -55,7 +55,9 @@ struct engine_ops {
 	int64_t (*steps)(struct engine *en);
 	int (*set_steps)(struct engine *en, int64_t steps, struct gpt_err *e);
 	/* sum n numbers over the ranks of a data-parallel run, in place, the
-	 * same result on every rank (NULL or world 1: nothing to do) */
+	 * same result on every rank (an engine without ranks, or world 1:
+	 * nothing to do). The CPU engine uses dist_allreduce_f64; an engine may
+	 * leave the op NULL, and lib/train.c then calls dist_allreduce_f64 */
 	int (*allreduce)(struct engine *en, double *v, int n, struct gpt_err *e);
 	/* peak memory the engine allocated, in bytes (0 if unknown) */
 	uint64_t (*peak_bytes)(struct engine *en);

@@ -387,11 +387,12 @@ int train_run(const struct train_opts *o)
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN) / di.local_world;
 		parallel_set_threads(cpus > 0 ? (int)cpus : 1);
 	}
+	char desc[512];
+	dist_info_describe(&di, desc, sizeof desc);
+	info(2, "%s%s%s", desc, r.P > 1 ? "; rendezvous " : "", init);
 	if (r.P > 1) {
-		char key[4096], desc[512];
+		char key[4096];
 		job_key(&opts, key, sizeof key);
-		dist_info_describe(&di, desc, sizeof desc);
-		info(2, "%s; rendezvous %s", desc, init);
 		r.dist = dist_open(&di, init, opts.dist_timeout, key, &e);
 		if (!r.dist)
 			die(EXIT_RUNTIME, "%s", e.msg);

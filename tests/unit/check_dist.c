@@ -645,19 +645,19 @@ START_TEST(refusals)
 	struct ranks R;
 	/* another job: different options */
 	snprintf(init, sizeof init, "tcp:127.0.0.1:%d", free_port());
-	struct coll_ctx c = {.init = init, .timeout = 1.5, .key = {"opts A", "opts B"}};
+	struct coll_ctx c = {.init = init, .timeout = 1, .key = {"opts A", "opts B"}};
 	memset(c.rank, -1, sizeof c.rank);
 	run_ranks(2, open_only, &c, NULL, &R);
 	ck_assert_int_eq(R.status[1], 1);
 	ASSERT_HAS(R.msg[1], "rank 1: rank 0 at 127.0.0.1:");
 	ASSERT_HAS(R.msg[1], "refused this rank: rank 1 belongs to another job");
 	ck_assert_int_eq(R.status[0], 1);
-	ASSERT_HAS(R.msg[0], "rank 0: timed out after 1.5 s waiting for rank 1 to connect");
+	ASSERT_HAS(R.msg[0], "rank 0: timed out after 1 s waiting for rank 1 to connect");
 	ASSERT_HAS(R.msg[0], "refused: rank 1 belongs to another job");
 
 	/* two processes claim rank 1 of 3; nobody is rank 2 */
 	snprintf(init, sizeof init, "tcp:127.0.0.1:%d", free_port());
-	struct coll_ctx c2 = {.init = init, .timeout = 1.5, .rank = {0, 1, 1}, .world = 3};
+	struct coll_ctx c2 = {.init = init, .timeout = 1, .rank = {0, 1, 1}, .world = 3};
 	for (int i = 3; i < MAXR; i++)
 		c2.rank[i] = -1;
 	double delay[3] = {0, 0, 0.3};
@@ -687,7 +687,7 @@ START_TEST(refusal_world)
 {
 	char init[64];
 	snprintf(init, sizeof init, "tcp:127.0.0.1:%d", free_port());
-	struct coll_ctx c = {.init = init, .timeout = 1.0};
+	struct coll_ctx c = {.init = init, .timeout = 0.6};
 	struct ranks R;
 	run_ranks(2, world_mismatch, &c, NULL, &R);
 	ck_assert_int_eq(R.status[1], 1);
@@ -715,12 +715,12 @@ START_TEST(stale_files)
 	f = fopen(path, "w");
 	fprintf(f, "gpt-dist 1 127.0.0.1 %d 00000000000000aa\n", free_port());
 	fclose(f);
-	struct coll_ctx c1 = {.init = init, .timeout = 0.8, .rank = {1}, .world = 2};
+	struct coll_ctx c1 = {.init = init, .timeout = 0.5, .rank = {1}, .world = 2};
 	for (int i = 1; i < MAXR; i++)
 		c1.rank[i] = -1;
 	run_ranks(1, open_only, &c1, NULL, &R);
 	ck_assert_int_eq(R.status[0], 1);
-	ASSERT_HAS(R.msg[0], "rank 1: no rendezvous with rank 0 within 0.8 s");
+	ASSERT_HAS(R.msg[0], "rank 1: no rendezvous with rank 0 within 0.5 s");
 	ASSERT_HAS(R.msg[0], path);
 	ASSERT_HAS(R.msg[0], "Connection refused");
 
@@ -737,7 +737,7 @@ START_TEST(stale_files)
 	run_ranks(1, open_only, &c1, NULL, &R);
 	ck_assert_int_eq(R.status[0], 1);
 	ASSERT_HAS(R.msg[0], "not a gpt-train rendezvous file");
-	ck_assert(R.secs < 0.7);
+	ck_assert(R.secs < 0.4);
 	unlink(path);
 }
 END_TEST
@@ -754,7 +754,7 @@ static int stale_nonce(int i, int n, void *vctx)
 	if (i == 0) {
 		struct dist_info in = info_of(0, 2);
 		snprintf(init, sizeof init, "file:%s", good);
-		struct dist *d = dist_open(&in, init, 1.5, "k", &e);
+		struct dist *d = dist_open(&in, init, 1.0, "k", &e);
 		return note("%s", d ? "opened" : e.msg), d ? 0 : 1;
 	}
 	/* copy rank 0's file with another nonce */
@@ -818,7 +818,7 @@ static int fail_rank(int i, int n, void *vctx)
 	if (i == f->victim) {
 		switch (f->how) {
 		case 0: _exit(0);
-		case 1: sleep(2); _exit(0);
+		case 1: usleep(1200000); _exit(0);
 		case 2:
 			dist_abort(d, "rank 2: disk full: /ckpt");
 			_exit(1);
@@ -876,12 +876,12 @@ START_TEST(failure_timeout)
 {
 	char init[600];
 	snprintf(init, sizeof init, "file:%s/rdv-fail1", test_tmpdir());
-	struct fail_ctx f = {.c = {.init = init, .timeout = 1}, .victim = 1, .how = 1};
+	struct fail_ctx f = {.c = {.init = init, .timeout = 0.5}, .victim = 1, .how = 1};
 	memset(f.c.rank, -1, sizeof f.c.rank);
 	struct ranks R;
 	run_ranks(2, fail_rank, &f, NULL, &R);
 	ck_assert_int_eq(R.status[0], 1);
-	ck_assert_str_eq(R.msg[0], "rank 0: timed out after 1 s waiting for rank 1 (allreduce_f64 #2)");
+	ck_assert_str_eq(R.msg[0], "rank 0: timed out after 0.5 s waiting for rank 1 (allreduce_f64 #2)");
 }
 END_TEST
 
@@ -1170,8 +1170,6 @@ START_TEST(engine_over_ranks)
 	}
 	ck_assert_uint_gt(nonzero, t.total / 2);
 	ck_assert_msg(memcmp(w0, w, sizeof(float) * t.total), "the update changed nothing");
-	/* and one process, one rank: the same update as with the average */
-	en->ops->zero_grad(en);
 	for (int r = 0; r < P; r++)
 		free(g[r]);
 	free(w0);
