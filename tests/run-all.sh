@@ -5,7 +5,7 @@
 # "NN%: Checks: N, Failures: N, Errors: N" summary).
 # CLI tests: every tests/cli/*.sh, run with build/bin first on PATH; each
 # prints "ok"/"FAIL" lines through tests/cli/lib.sh.
-# GPU tests: every build/tests/gpu_* binary (make check-gpu).
+# GPU tests: every build/tests/gpu_* binary and tests/gpu/*.sh script (make check-gpu).
 set -u
 B=${1:-build}
 what=${2:-all}
@@ -34,9 +34,13 @@ run_unit() {
 	done
 }
 
-run_cli() {
+run_cli() { run_scripts tests/cli/*.sh; }
+
+# scripts using tests/cli/lib.sh: count their ok/FAIL lines
+run_scripts() {
 	local t out rc p f
-	for t in tests/cli/*.sh; do
+	for t in "$@"; do
+		[ -f "$t" ] || continue
 		[ "$(basename "$t")" = lib.sh ] && continue
 		out=$(bash "$t" 2>&1); rc=$?
 		p=$(printf '%s\n' "$out" | grep -c '^ok ')
@@ -63,6 +67,7 @@ run_gpu() {
 		set -- $n
 		passed=$((passed + $1 - $2 - $3)); failed=$((failed + $2 + $3))
 	done
+	run_scripts tests/gpu/*.sh
 }
 
 case $what in
