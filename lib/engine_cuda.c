@@ -184,8 +184,9 @@ struct cuda_engine {
  * micro-batch or an update; the table goes to stderr when the engine is
  * freed, per optimizer step. Idle time on the stream (the host late with
  * the next launch) counts towards the kind of the work that follows it;
- * "host wait" is the wall time of micro()/update() minus the GPU time of
- * their marks, the host's own share. Off, a mark costs one branch.
+ * "wall" is the wall time of micro(), update() and zero_grad() (which
+ * synchronise when profiling): wall minus the GPU total is the time the
+ * host kept the GPU waiting. Off, a mark costs one branch.
  */
 enum prof_kind {
 	PK_UPLOAD, PK_EMBED, PK_MASK, PK_GEMM_FWD, PK_GEMM_BWD, PK_ATTN_FWD, PK_ATTN_BWD, PK_NORM,
