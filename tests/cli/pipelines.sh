@@ -20,3 +20,40 @@ echo '{"type":"other"}' >empty.jsonl
 t_run "plot-loss: no records" 1 "$TOP/pipelines/plot-loss.sh" -o x.png empty.jsonl
 t_stderr_has "no train or val records"
 t_true "plot-loss: nothing written on failure" test ! -e x.png
+
+# ---- the speedrun pipeline, small: tiny model, 3 steps, 2 CPU ranks ----
+gpt-init -q --preset tiny --layers 2 --dim 32 --heads 1 --value-embeds 1 --no-attn none -o tiny.safetensors
+small=(INIT=tiny.safetensors STEPS=3 EVAL_EVERY=2 VAL_TOKENS=512 BATCH_TOKENS=1024 SEQ_LEN=256 DEVICE=cpu)
+t_run "speedrun.sh (text, 2 CPU ranks)" 0 env "${small[@]}" GPUS=2 "$TOP/pipelines/speedrun.sh" sr
+t_stdout_has "steps trained +3 of 3"
+t_stdout_has "world +2 rank"
+t_true "speedrun.sh: final weights" test -s sr/final.safetensors
+t_true "speedrun.sh: the loop's and gpt-eval's final losses agree" jq -se --slurpfile ev sr/eval.json \
+	'(map(select(.type == "val")) | last | .val_loss) as $v | ($ev[0].loss - $v | fabs) < 1e-5' \
+	sr/train.jsonl
+t_run "speedrun.sh: FETCH is a count" 2 env FETCH=x "$TOP/pipelines/speedrun.sh" sr2
+
+# the llm.c .bin route (the FineWeb cache layout), imported
+mkdir -p bins
+gpt-tokshard -q -d -o bins/t.bin.zst "$TOP/data/sample/train.txt.zst"
+gpt-tokshard -q --export -o bins/fineweb_train_000001.bin bins/t.bin.zst
+gpt-tokshard -q -d -o bins/v.bin.zst "$TOP/data/sample/val.txt.zst"
+gpt-tokshard -q --export -o bins/fineweb_val_000000.bin bins/v.bin.zst
+t_run "speedrun.sh (DATA_BIN)" 0 env "${small[@]}" GPUS=1 DATA_BIN=bins "$TOP/pipelines/speedrun.sh" srb
+t_true "speedrun.sh: imported shards" test -s srb/data/fineweb_train_000001.bin.zst -a -s srb/data/fineweb_val_000000.bin.zst
+t_run "speedrun.sh: DATA_BIN without the files" 1 env "${small[@]}" DATA_BIN=sr "$TOP/pipelines/speedrun.sh" src
+
+# multinode.sh: two ranks as Slurm would start them, on a prepared directory
+t_run "multinode.sh: not prepared" 1 "$TOP/pipelines/multinode.sh" nothing
+t_run "multinode.sh: usage" 2 "$TOP/pipelines/multinode.sh"
+t_run "speedrun.sh STAGE=prepare" 0 env "${small[@]}" STAGE=prepare "$TOP/pipelines/speedrun.sh" mn
+mn=(INIT=tiny.safetensors VAL_TOKENS=512 BATCH_TOKENS=1024 SEQ_LEN=256 DEVICE=cpu SLURM_JOB_ID=42
+	SLURM_NTASKS=2 SLURM_NTASKS_PER_NODE=2)
+env "${mn[@]}" SLURM_PROCID=1 SLURM_LOCALID=1 "$TOP/pipelines/multinode.sh" mn 2>mn1.err &
+t_run "multinode.sh: rank 0 of 2 (Slurm variables)" 0 env "${mn[@]}" SLURM_PROCID=0 SLURM_LOCALID=0 \
+	"$TOP/pipelines/multinode.sh" mn
+wait $! || t_fail "multinode.sh: rank 1" "$(cat mn1.err)"
+t_true "multinode.sh: same final loss as speedrun.sh on 2 ranks" test \
+	"$(jq -r 'select(.type == "end") | .val_loss' mn/train.jsonl)" = \
+	"$(jq -r 'select(.type == "end") | .val_loss' sr/train.jsonl)" -a -s mn/train.jsonl
+t_true "multinode.sh: world 2" jq -e 'select(.type == "end") | .world == 2' mn/train.jsonl
