@@ -25,6 +25,13 @@ Modes
            --fixed-window W holds the window at W (timing); W1,W2,... cuts the
            run into equal parts, one per window, so that one process (one
            compilation) times several windows.
+           Under torchrun (RANK, WORLD_SIZE, LOCAL_RANK set) it runs on P ranks
+           as the record does on 8: each rank takes its 1/P share of each
+           batch (the record's loader), 8/P micro-batches of 65,536 tokens,
+           backward per micro-batch with DDP all-reducing each one (no
+           no_sync, as the record); validation: val_tokens/(P*65,536) batches
+           per rank, all_reduce(AVG). P must divide 8 (--batch-tokens /
+           --seq-len). Only rank 0 writes JSON and progress.
   grad     one forward + backward of the compiled model on the first T tokens
            of --tokens (T+1 read), in the record's precisions (its bf16
            embeddings, CastedLinear, bf16 activations, fp32 loss); writes the loss
@@ -70,19 +77,29 @@ Patches (applied to the script's text in memory):
                  inputs (spec 4.1); later PyTorch uses 2^-23. E defaults to the
                  --init-weights metadata's norm_eps (gpt-*'s own), else 2^-7.
   G1 rank        the global 'rank' (set in the dropped main part, read by
-                 Muon.step) is defined as 0.
-Environment set here: RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1,
-MASTER_PORT a free port, NCCL_NVLS_ENABLE=0.
+                 Muon.step) is defined as this process's RANK (0 on one GPU).
+Environment: NCCL_NVLS_ENABLE=0 always. With none of RANK, WORLD_SIZE,
+LOCAL_RANK set: RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1, MASTER_PORT
+a free port. With all three set (torchrun): they are used, the GPU is LOCAL_RANK
+(torch.cuda.set_device, DDP device_ids), and modes other than steps refuse
+WORLD_SIZE > 1; with only some set the tool stops.
+
+    torchrun --standalone --nproc_per_node=8 tools/record_run.py --mode steps \
+        --train-bin 'd/train_*.bin' --val-bin d/val.bin --steps 1390 \
+        --val-every 125 --init-weights init.safetensors > torch8.jsonl
 
 Output: JSON lines on stdout, flushed per record (non-finite numbers as null);
 progress on stderr (not with --quiet).
   steps: {"type":"train","step","loss","lr_scale","momentum","window","tokens",
            "step_ms","tokens_per_s","train_time_ms","record_time_ms"}
+           (loss: mean over micro-batches, on P ranks all_reduce(AVG)'d after
+           step_ms is taken; rank 0's step_ms and clocks)
          {"type":"val","step","val_loss","val_tokens","window","ms",
            "train_time_ms","record_time_ms"}
          {"type":"segment","window","first_step","steps","median_step_ms",
            "tokens_per_s","tflops","mfu","peak_bytes","peak_reserved_bytes"}
-         {"type":"end","steps","train_time_ms","record_time_ms","first_steps_ms",
+         {"type":"end","steps","world_size","peak_bytes_per_rank",
+           "peak_reserved_bytes_per_rank","train_time_ms","record_time_ms","first_steps_ms",
            "median_step_ms","val_loss","peak_bytes","peak_reserved_bytes",
            "device","torch","norm_eps"}
   grad:  {"type":"grad","loss","tokens","window","ms"}
@@ -144,6 +161,9 @@ META_DEFAULTS = {"no_attention": "", "softcap": "15", "norm_eps": "0.0078125", "
 NUMERIC_KEYS = ("softcap", "norm_eps", "rope_min_freq")
 
 QUIET = False
+RANK = 0        # this process's rank (torchrun's RANK, else 0); only rank 0 writes
+WORLD = 1       # WORLD_SIZE
+LOCAL_RANK = 0  # the GPU this process uses
 
 
 class Fail(Exception):
@@ -151,7 +171,7 @@ class Fail(Exception):
 
 
 def note(msg):
-    if not QUIET:
+    if not QUIET and RANK == 0:
         print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
 
 
@@ -167,6 +187,8 @@ def clean(v):
 
 
 def emit(obj):
+    if RANK != 0:
+        return
     sys.stdout.write(json.dumps(clean(obj)) + "\n")
     sys.stdout.flush()
 
@@ -355,8 +377,8 @@ class Record:
         self.path = path
         self.norm_eps = norm_eps
         self.native = None
-        self.ns = {"__name__": "record_train_gpt", "__file__": os.path.abspath(path), "rank": 0}  # G1
-        note(f"loading {path} with patches: {', '.join(self.applied)}, G1 rank=0")
+        self.ns = {"__name__": "record_train_gpt", "__file__": os.path.abspath(path), "rank": RANK}  # G1
+        note(f"loading {path} with patches: {', '.join(self.applied)}, G1 rank={RANK} (per process)")
         exec(compile(text, path, "exec"), self.ns)
         self.sha256 = hashlib.sha256(src.encode()).hexdigest()
         import torch
@@ -397,25 +419,65 @@ class Record:
             raise AttributeError(name)
 
 
-def set_env():
+LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def launcher_ranks(env, mode):
+    """(rank, world size, local rank) from a launcher's RANK, WORLD_SIZE, LOCAL_RANK
+    (torchrun sets all three, and MASTER_ADDR/MASTER_PORT), or None when none is set.
+    Raises Fail for a partial or inconsistent set, or a mode other than steps on
+    several ranks."""
+    have = [k for k in LAUNCH_VARS if k in env]
+    if not have:
+        return None
+    if len(have) != len(LAUNCH_VARS):
+        raise Fail(f"{', '.join(have)} set but not {', '.join(k for k in LAUNCH_VARS if k not in env)}: "
+                   "run under torchrun (which sets all three) or with none of them")
+    try:
+        rank, world, local = (int(env[k]) for k in LAUNCH_VARS)
+    except ValueError:
+        raise Fail(f"RANK, WORLD_SIZE, LOCAL_RANK must be integers (got {[env[k] for k in LAUNCH_VARS]})")
+    if world < 1 or not 0 <= rank < world or local < 0:
+        raise Fail(f"RANK={rank} WORLD_SIZE={world} LOCAL_RANK={local}: need 0 <= RANK < WORLD_SIZE, LOCAL_RANK >= 0")
+    if world > 1 and mode != "steps":
+        raise Fail(f"--mode {mode} runs on one GPU; only --mode steps runs on several ranks (WORLD_SIZE={world})")
+    if world > 1 and not all(k in env for k in ("MASTER_ADDR", "MASTER_PORT")):
+        raise Fail(f"WORLD_SIZE={world} without MASTER_ADDR and MASTER_PORT: run under torchrun")
+    return rank, world, local
+
+
+def set_env(mode):
+    """One process: RANK=0 etc. set here. Under torchrun: its variables are used."""
+    global RANK, WORLD, LOCAL_RANK
     env = os.environ
+    env["NCCL_NVLS_ENABLE"] = "0"
+    got = launcher_ranks(env, mode)
+    if got is not None:
+        RANK, WORLD, LOCAL_RANK = got
+        if WORLD == 1 and not all(k in env for k in ("MASTER_ADDR", "MASTER_PORT")):
+            env["MASTER_ADDR"] = "127.0.0.1"
+            env["MASTER_PORT"] = str(free_port())
+        return
     env["RANK"] = "0"
     env["LOCAL_RANK"] = "0"
     env["WORLD_SIZE"] = "1"
     env["MASTER_ADDR"] = "127.0.0.1"
+    env["MASTER_PORT"] = str(free_port())
+
+
+def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        env["MASTER_PORT"] = str(s.getsockname()[1])
-    env["NCCL_NVLS_ENABLE"] = "0"
+        return s.getsockname()[1]
 
 
 def init_dist(R):
-    """The record's L401-404 with one rank."""
+    """The record's L401-404 (one rank, or torchrun's ranks)."""
     torch = R.torch
     import torch.distributed as dist
     assert torch.cuda.is_available(), "no CUDA device"
-    torch.cuda.set_device(0)
-    dist.init_process_group(backend="nccl", device_id=torch.device("cuda", 0))
+    torch.cuda.set_device(LOCAL_RANK)
+    dist.init_process_group(backend="nccl", device_id=torch.device("cuda", LOCAL_RANK))
     dist.barrier()
     return dist
 
@@ -429,7 +491,7 @@ def build_model(R, a, meta_eps):
     for m in model.modules():
         if isinstance(m, torch.nn.Embedding):
             m.bfloat16()
-    if a.save_init:
+    if a.save_init and RANK == 0:
         eps = meta_eps if meta_eps is not None else R.norm_eps
         if eps is None:  # native: the probed value, to the nearest power of two
             probed = R.probe_eps()["compiled"]
@@ -556,6 +618,12 @@ def check_data(a):
 
 
 def mode_steps(a):
+    # the record's L511-512, L537 and the loader's assertion, checked before anything starts
+    if a.batch_tokens % WORLD or (a.batch_tokens // WORLD > a.seq_len and (a.batch_tokens // WORLD) % a.seq_len):
+        raise Fail(f"--batch-tokens {a.batch_tokens} over {WORLD} ranks: each rank's share must be at most "
+                   f"--seq-len {a.seq_len} or a multiple of it")
+    if a.val_tokens % (WORLD * a.seq_len):
+        raise Fail(f"--val-tokens {a.val_tokens} is not a multiple of ranks x --seq-len = {WORLD * a.seq_len}")
     files = check_data(a)
     R = Record(a.record, a.norm_eps_value)
     torch = R.torch
@@ -567,7 +635,9 @@ def mode_steps(a):
     val_loader = R.DistributedDataLoader(a.val_bin) if a.val_tokens else None
     model = build_model(R, a, a.meta_eps)
     cmodel = torch.compile(model)
-    ddp_model = cmodel if a.no_ddp else DDP(cmodel, device_ids=[0], broadcast_buffers=False,
+    if a.no_ddp and WORLD > 1:
+        raise Fail("--no-ddp needs one rank")
+    ddp_model = cmodel if a.no_ddp else DDP(cmodel, device_ids=[LOCAL_RANK], broadcast_buffers=False,
                                              gradient_as_bucket_view=True)
     # the record's L450-461
     hidden_matrix_params = [p for p in model.blocks.parameters() if p.ndim == 2]
@@ -594,7 +664,11 @@ def mode_steps(a):
 
     sliding_window_num_blocks = torch.tensor(1, dtype=torch.int32, device="cuda")
     micro_bs = a.seq_len
-    n_micro = a.batch_tokens // micro_bs
+    local_tokens = a.batch_tokens // WORLD                # the loader's device_batch_size
+    n_micro = max(1, local_tokens // micro_bs)            # chunks per rank per step (8/P in the record)
+    val_batch = WORLD * micro_bs                          # the record's val_batch_size (L511)
+    note(f"{WORLD} rank(s): {n_micro} micro-batch(es) of {min(local_tokens, micro_bs)} tokens per rank per step, "
+         f"{a.val_tokens // val_batch} validation batches per rank")
     train_ms = 0.0           # sum of step_ms (gpt-train's train_time_ms)
     record_ms = 0.0          # the record's training_time_ms
     step_times = []
@@ -636,16 +710,16 @@ def mode_steps(a):
             tv = time.perf_counter()
             cmodel.eval()
             val_loader.reset()
-            val_steps = a.val_tokens // micro_bs
+            val_steps = a.val_tokens // val_batch
             vl = 0.0
             for _ in range(val_steps):
                 with torch.no_grad():
-                    inputs_val, targets_val = val_loader.next_batch(micro_bs)
+                    inputs_val, targets_val = val_loader.next_batch(val_batch)
                     vl += ddp_model(inputs_val, targets_val, sliding_window_num_blocks)
             dist.all_reduce(vl, op=dist.ReduceOp.AVG)
             vl /= val_steps
             val_loss = vl.item()
-            emit({"type": "val", "step": step, "val_loss": val_loss, "val_tokens": val_steps * micro_bs,
+            emit({"type": "val", "step": step, "val_loss": val_loss, "val_tokens": val_steps * val_batch,
                   "window": window, "ms": 1e3 * (time.perf_counter() - tv), "train_time_ms": train_ms,
                   "record_time_ms": record_ms})
             note(f"step {step}/{N} val_loss {val_loss:.4f} (window {window})")
@@ -679,6 +753,8 @@ def mode_steps(a):
         if a.step_sync:
             torch.cuda.synchronize()
         step_ms = 1e3 * (time.perf_counter() - ts)
+        if a.step_sync and WORLD > 1:  # after the step's time is taken: the loss over all ranks' tokens
+            dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
         loss_val = loss_sum.item() / n_micro if a.step_sync else None
         train_ms += step_ms
         step_times.append(step_ms)
@@ -699,7 +775,12 @@ def mode_steps(a):
         record_ms += 1e3 * (time.perf_counter() - t0)
     if part_times or not segments:
         close_part(N)
-    emit({"type": "end", "steps": len(step_times), "train_time_ms": train_ms, "record_time_ms": record_ms,
+    peaks = torch.tensor([peak_alloc, peak_resv], dtype=torch.int64, device="cuda")
+    all_peaks = [torch.zeros_like(peaks) for _ in range(WORLD)]
+    dist.all_gather(all_peaks, peaks)
+    all_peaks = [p.tolist() for p in all_peaks]
+    emit({"type": "end", "steps": len(step_times), "world_size": WORLD,
+          "peak_bytes_per_rank": [p[0] for p in all_peaks], "peak_reserved_bytes_per_rank": [p[1] for p in all_peaks], "train_time_ms": train_ms, "record_time_ms": record_ms,
           "first_steps_ms": step_times[:a.skip], "median_step_ms": median(step_times[a.skip:]),
           "val_loss": val_loss, "peak_bytes": peak_alloc, "peak_reserved_bytes": peak_resv,
           "device": torch.cuda.get_device_name(), "torch": torch.__version__,
@@ -1006,7 +1087,7 @@ def main(argv=None):
             if a.mode == "metadata":
                 emit(record_metadata(a.norm_eps_value, a.seed))
                 return 0
-            set_env()
+            set_env(a.mode)
             if a.mode == "steps":
                 mode_steps(a)
             elif a.mode == "grad":
@@ -1017,7 +1098,7 @@ def main(argv=None):
                 R = Record(a.record, a.norm_eps_value)
                 build_model(R, a, a.norm_eps_value)
     except Fail as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+        print(f"{PROG}: {f'rank {RANK}: ' if WORLD > 1 else ''}{e}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         return 1
