@@ -7,6 +7,7 @@ tables can be remade anywhere from fetched logs).
     python3 bench/record_tables.py time-to-loss GPT.jsonl TORCH.jsonl [--reference]
     python3 bench/record_tables.py curve LOG.jsonl
     python3 bench/record_tables.py ops OPS.jsonl
+    python3 bench/record_tables.py gpus GPT.jsonl TORCH.jsonl --gpus G [--one-gpu DIR] [--skip K]
 
 Either log may be missing (its columns then read "-").
 
@@ -28,6 +29,16 @@ validation every 50 steps on 1,179,648 tokens).
 curve: one log's validation curve and training times (pipelines/speedrun-short.sh).
 
 ops: record_run.py --mode ops's records, one row per window and operation.
+
+gpus (bench/speedrun-gpus.sh): gpt-train --gpus G beside the record's code under torchrun
+on G GPUs, both over the record's schedule. ms/step of the window-1, 7 and 14 phases:
+the median step_ms of the train records whose window is 1, 7, 14, from step K on
+(default 10: the record's clock starts at step 10, so compilation is left out); training
+time per spec 11 (sum of step_ms of steps 10.., and all steps; the record's own clock
+for PyTorch); the validation curves side by side; peak memory per GPU (gpt-train's
+end record; PyTorch's max_memory_allocated of each rank, the largest shown). With
+--one-gpu DIR (bench/train_gpu.sh's results: gpt.jsonl, torch.jsonl with the windows
+held) the one-GPU medians per window and the scaling efficiency t1 / (G x tG).
 """
 import argparse
 import json
@@ -244,6 +255,98 @@ def ops(a):
     return 0
 
 
+def phase_ms(recs, skip):
+    """{window: [step_ms of train records with that window and step >= skip]}."""
+    out = {}
+    for r in recs or []:
+        if r.get("type") == "train" and r.get("step", 0) >= skip and r.get("step_ms") is not None:
+            out.setdefault(r.get("window"), []).append(r["step_ms"])
+    return out
+
+
+def one_gpu(d, skip=3):
+    """{window: (gpt-train median, PyTorch median)} of a bench/train_gpu.sh results directory."""
+    out = {}
+    g = load(os.path.join(d, "gpt.jsonl")) or []
+    for w, recs in runs_by_window([r for r in g if r.get("type") == "train"]):
+        out.setdefault(w, [None, None])[0] = med([r["step_ms"] for r in recs[skip:]])
+    for s in (r for r in load(os.path.join(d, "torch.jsonl")) or [] if r.get("type") == "segment"):
+        out.setdefault(s.get("window"), [None, None])[1] = s.get("median_step_ms")
+    return out
+
+
+def gpus(a):
+    g, t = load(a.gpt), load(a.torch)
+    if g is None and t is None:
+        print(f"record_tables.py: neither {a.gpt} nor {a.torch} exists", file=sys.stderr)
+        return 1
+    G = a.gpus
+    gp, tp = phase_ms(g, a.skip), phase_ms(t, a.skip)
+    one = one_gpu(a.one_gpu) if a.one_gpu else {}
+    gend = next((r for r in reversed(g or []) if r.get("type") == "end"), {})
+    tend = next((r for r in reversed(t or []) if r.get("type") == "end"), {})
+    print(f"{G} GPU(s), the record's schedule; ms/step: median over the steps of each window phase from step "
+          f"{a.skip} on (n = steps counted).\n")
+    head = "| W | n gpt / PyTorch | gpt-train ms/step | PyTorch ms/step | gpt-train / PyTorch |"
+    if a.one_gpu:
+        head += " 1-GPU gpt-train ms | 1-GPU PyTorch ms | gpt-train scaling | PyTorch scaling |"
+    print(head)
+    print("| ---: |" + " ---: |" * (head.count("|") - 2))
+    for w in (1, 7, 14):
+        gm, tm = med(gp.get(w, [])), med(tp.get(w, []))
+        row = (f"| {w} | {len(gp.get(w, []))} / {len(tp.get(w, []))} | {fmt(gm, '.1f')} | {fmt(tm, '.1f')} | "
+               f"{fmt(gm / tm if gm and tm else None, '.3f')} |")
+        if a.one_gpu:
+            o = one.get(w, [None, None])
+
+            def eff(t1, tg):
+                return 100 * t1 / (G * tg) if t1 and tg else None
+            row += (f" {fmt(o[0], '.1f')} | {fmt(o[1], '.1f')} | {fmt(eff(o[0], gm), '.1f%')} | "
+                    f"{fmt(eff(o[1], tm), '.1f%')} |")
+        print(row)
+    print()
+    _, gi = curve(g)
+    _, ti = curve(t)
+    print("| | steps | training time, steps 10.. (s, spec 11) | all steps (s) | record's clock (s) | first steps (s) | "
+          "peak GB per GPU |")
+    print("| --- | ---: | ---: | ---: | ---: | --- | ---: |")
+    for name, i, end in (("gpt-train", gi, gend), ("PyTorch (record code)", ti, tend)):
+        if not i:
+            print(f"| {name} | - | - | - | - | - | - |")
+            continue
+        if "peak_bytes_per_rank" in end:
+            pk = max(end["peak_bytes_per_rank"] or [0]) / 1e9
+            pr = max(end.get("peak_reserved_bytes_per_rank") or [0]) / 1e9
+            peak = f"{pk:.2f} (max of {len(end['peak_bytes_per_rank'])} ranks; reserved {pr:.2f})"
+        else:
+            peak = fmt(end["peak_bytes"] / 1e9 if end.get("peak_bytes") else None, ".2f")
+        print(f"| {name} | {i['steps']} | {fmt(i['from10_s'], '.1f')} | {fmt(i['all_s'], '.1f')} | "
+              f"{fmt(i.get('record_clock_s'), '.1f')} | {', '.join(f'{x:.1f}' for x in i['first_s'])} | {peak} |")
+    for name, end in (("gpt-train", gend), ("PyTorch", tend)):
+        w = end.get("world", end.get("world_size"))
+        if end and w is not None and w != G:
+            print(f"\nwarning: {name}'s log ran on {w} rank(s), not {G}")
+        if (g if name == "gpt-train" else t) and not end:
+            print(f"\n{name}: no end record (stopped early?): times cover the steps logged")
+    gv = {r["step"]: r for r in g or [] if r.get("type") == "val"}
+    tv = {r["step"]: r for r in t or [] if r.get("type") == "val"}
+    if gv or tv:
+        print("\n| step | gpt-train val | PyTorch val | gpt-train - PyTorch | gpt-train time (s) | PyTorch time (s) |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        for s in sorted(set(gv) | set(tv)):
+            gl, tl = gv.get(s, {}).get("val_loss"), tv.get(s, {}).get("val_loss")
+            gt, tt = gv.get(s, {}).get("train_time_ms"), tv.get(s, {}).get("train_time_ms")
+            print(f"| {s} | {fmt(gl, '.4f')} | {fmt(tl, '.4f')} | "
+                  f"{fmt(gl - tl if gl is not None and tl is not None else None, '+.4f')} | "
+                  f"{fmt(gt / 1e3 if gt is not None else None, '.1f')} | {fmt(tt / 1e3 if tt is not None else None, '.1f')} |")
+    if tend:
+        print(f"\nPyTorch: {tend.get('torch')} on {tend.get('device')}, the record's code "
+              f"(sha256 {str(tend.get('record_sha256'))[:12]}...), norm eps {tend.get('norm_eps')}.")
+    if gend.get("device"):
+        print(f"gpt-train device: {gend['device']}; its peak_bytes is the engine's own allocation.")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -259,7 +362,17 @@ def main(argv=None):
     p.add_argument("log")
     p = sub.add_parser("ops")
     p.add_argument("log")
+    p = sub.add_parser("gpus")
+    p.add_argument("gpt")
+    p.add_argument("torch")
+    p.add_argument("--gpus", type=int, required=True)
+    p.add_argument("--one-gpu", metavar="DIR")
+    p.add_argument("--skip", type=int, default=10)
     a = ap.parse_args(argv)
+    if a.what == "gpus":
+        if a.gpus < 1:
+            ap.error("--gpus must be >= 1")
+        return gpus(a)
     if a.what == "train-gpu":
         return train_gpu(a)
     if a.what == "curve":
