@@ -7,7 +7,7 @@ cd "$T" || exit 1
 
 # ---- syntax ---------------------------------------------------------------
 for f in tools/record-fetch.sh tools/record-data.sh tools/record-parity.sh bench/train_gpu.sh \
-	bench/time-to-loss.sh bench/record_ops.sh pipelines/speedrun-short.sh; do
+	bench/time-to-loss.sh bench/record_ops.sh bench/speedrun-gpus.sh pipelines/speedrun-short.sh; do
 	t_true "bash -n $f" bash -n "$TOP/$f"
 done
 for f in tools/record_run.py tools/flops.py tools/compare_grads.py bench/record_tables.py; do
@@ -180,6 +180,33 @@ t_run "steps: no train files" 1 python3 "$RR" --mode steps --train-bin 'd/none_*
 t_run "grad: a shard is not a .bin" 1 python3 "$RR" --mode grad --tokens d/val.bin.zst --out g.safetensors
 t_stderr_has "gpt-tokshard --export"
 
+# ---- record_run.py under a launcher (torchrun's variables; checks before torch) --
+L2="RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500"
+t_run "ranks: only some launcher variables" 1 env -u WORLD_SIZE -u LOCAL_RANK RANK=0 python3 "$RR" --mode steps \
+	--train-bin 'd/train_*.bin' --steps 3
+t_stderr_has "RANK set but not WORLD_SIZE, LOCAL_RANK"
+t_run "ranks: RANK out of range" 1 env RANK=2 WORLD_SIZE=2 LOCAL_RANK=0 MASTER_ADDR=x MASTER_PORT=1 python3 "$RR" \
+	--mode steps --train-bin 'd/train_*.bin' --steps 3
+t_stderr_has "need 0 <= RANK < WORLD_SIZE"
+t_run "ranks: not an integer" 1 env RANK=a WORLD_SIZE=2 LOCAL_RANK=0 python3 "$RR" --mode steps \
+	--train-bin 'd/train_*.bin' --steps 3
+t_run "ranks: no rendezvous address" 1 env -u MASTER_ADDR -u MASTER_PORT RANK=0 WORLD_SIZE=2 LOCAL_RANK=0 \
+	python3 "$RR" --mode steps --train-bin 'd/train_*.bin' --steps 3
+t_stderr_has "without MASTER_ADDR and MASTER_PORT"
+t_run "ranks: grad is one GPU only" 1 env $L2 python3 "$RR" --mode grad --tokens d/val.bin --out g.safetensors
+t_stderr_has "only --mode steps runs on several ranks"
+t_run "ranks: validation not whole per-rank batches" 1 env $L2 python3 "$RR" --mode steps --train-bin 'd/train_*.bin' \
+	--val-bin d/val.bin --steps 3 --val-tokens 65536
+t_stderr_has "rank 1: --val-tokens 65536 is not a multiple of ranks x --seq-len = 131072"
+t_run "ranks: a rank's share not whole micro-batches" 1 env $L2 python3 "$RR" --mode steps --train-bin 'd/train_*.bin' \
+	--steps 3 --batch-tokens 196608
+t_stderr_has "each rank's share must be at most --seq-len 65536 or a multiple of it"
+t_run "ranks: the data checks still run" 1 env $L2 python3 "$RR" --mode steps --train-bin 'd/train_*.bin' --steps 3
+t_stderr_has "rank 1: d/train_000000.bin: 479788 tokens"
+t_run "ranks: one rank under a launcher" 1 env RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 python3 "$RR" --mode steps \
+	--train-bin 'd/train_*.bin' --steps 3
+t_stderr_has "^record_run.py: d/train_000000.bin: 479788 tokens"
+
 # ---- tables ------------------------------------------------------------------
 python3 - <<'EOF'
 import json
@@ -222,6 +249,50 @@ EOF
 t_run "table ops" 0 python3 "$TOP/bench/record_tables.py" ops ops.jsonl
 t_stdout_has '^\| 7 \| flex_fwd \| 0.50 \| 0.40 \| 30.1 \| 60.2 \| 3.0% \| 812.2 / 896.0 \| 25.00 \(30.00\) \|$'
 t_run "table ops: none" 1 python3 "$TOP/bench/record_tables.py" ops g.jsonl
+python3 - <<'EOF'
+import json, os
+# 40 steps of a schedule with windows 1 (steps 0-19), 7 (20-29), 14 (30-39); val every 20
+def log(path, base, end):
+    with open(path, "w") as f:
+        for s in range(41):
+            if s % 20 == 0:
+                f.write(json.dumps({"type": "val", "step": s, "val_loss": 5.0 - s / 100 - base / 1e4,
+                                    "train_time_ms": 100.0 * s}) + "\n")
+            if s < 40:
+                w = 1 if s < 20 else 7 if s < 30 else 14
+                f.write(json.dumps({"type": "train", "step": s, "window": w,
+                                    "step_ms": base + w + (9000 if s < 3 else 0)}) + "\n")
+        f.write(json.dumps(end) + "\n")
+os.makedirs("sg", exist_ok=True)
+log("sg/gpt.jsonl", 100.0, {"type": "end", "peak_bytes": 2.5e10, "device": "cuda", "world": 8})
+log("sg/torch.jsonl", 200.0, {"type": "end", "world_size": 8, "peak_bytes_per_rank": [3e10, 3.1e10],
+                              "peak_reserved_bytes_per_rank": [3.5e10, 3.6e10], "record_time_ms": 6000.0})
+EOF
+echo 8 >sg/gpus
+mkdir -p one && cp g.jsonl one/gpt.jsonl && cp t.jsonl one/torch.jsonl
+t_run "table gpus" 0 python3 "$TOP/bench/record_tables.py" gpus sg/gpt.jsonl sg/torch.jsonl --gpus 8 --one-gpu one
+t_stdout_has '^\| 1 \| 10 / 10 \| 101.0 \| 201.0 \| 0.502 \| 1001.0 \| 2001.0 \| 123.9% \| 124.4% \|$'
+t_stdout_has '^\| 14 \| 10 / 10 \| 114.0 \| 214.0 \| 0.533 \| 1014.0 \| 2014.0 \| 111.2% \| 117.6% \|$'
+t_stdout_has '^\| PyTorch \(record code\) \| 40 \| 6.2 \| 35.2 \| 6.0 \| 9.2, 9.2, 9.2 \| 31.00 \(max of 2 ranks; reserved 36.00\) \|$'
+t_stdout_has '^\| 40 \| 4.5900 \| 4.5800 \| \+0.0100 \| 4.0 \| 4.0 \|$'
+t_run "table gpus: other world size" 0 python3 "$TOP/bench/record_tables.py" gpus sg/gpt.jsonl none.jsonl --gpus 4
+t_stdout_has "warning: gpt-train's log ran on 8 rank\(s\), not 4"
+t_run "table gpus: no logs" 1 python3 "$TOP/bench/record_tables.py" gpus none.jsonl none2.jsonl --gpus 8
+t_run "table gpus: --gpus 0" 2 python3 "$TOP/bench/record_tables.py" gpus sg/gpt.jsonl sg/torch.jsonl --gpus 0
+t_run "speedrun-gpus --table" 0 "$TOP/bench/speedrun-gpus.sh" --table sg
+t_stdout_has '^8 GPU\(s\)'
+t_run "speedrun-gpus -h" 0 "$TOP/bench/speedrun-gpus.sh" -h
+t_stdout_has "^speedrun-gpus.sh - "
+t_run "speedrun-gpus: usage" 2 "$TOP/bench/speedrun-gpus.sh"
+t_run "speedrun-gpus: no build directory" 2 "$TOP/bench/speedrun-gpus.sh" "$T/none"
+t_run "speedrun-gpus: bad STEPS" 2 env STEPS=1k "$TOP/bench/speedrun-gpus.sh" "$GPT_BUILD"
+t_run "speedrun-gpus: bad WHICH" 2 env WHICH=x "$TOP/bench/speedrun-gpus.sh" "$GPT_BUILD"
+t_run "speedrun-gpus: GPUS not dividing 8" 2 env GPUS=3 CUDA_VISIBLE_DEVICES=0,1,2 "$TOP/bench/speedrun-gpus.sh" "$GPT_BUILD" sgr
+t_stderr_has "needs G dividing 8"
+t_run "speedrun-gpus: too few GPUs" 1 env GPUS=4 CUDA_VISIBLE_DEVICES=0,1 "$TOP/bench/speedrun-gpus.sh" "$GPT_BUILD" sgr
+t_run "speedrun-gpus: VAL_TOKENS" 2 env GPUS=8 VAL_TOKENS=1179648 CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 \
+	"$TOP/bench/speedrun-gpus.sh" "$GPT_BUILD" sgr
+t_stderr_has "not a multiple of 8 x 65,536"
 
 # ---- the short speedrun, tiny, on the CPU -------------------------------------
 gpt-init -q --preset tiny --layers 2 --dim 64 --heads 1 --value-embeds 1 --no-attn none -o tiny.safetensors
