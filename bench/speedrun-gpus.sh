@@ -29,8 +29,10 @@
 #   VAL_TOKENS  [1048576 = 16 x 65,536: a multiple of G x 65,536 for G dividing
 #               8, as the record's validation needs; the Gutenberg validation
 #               text holds about 1.2M tokens, not the record's 10,485,760]
-#   TIME_LIMIT  seconds for each training side (the process group is stopped
-#               then; the table shows what was logged until then) [none]
+#   TIME_LIMIT  seconds for each side's command (gpt-*: speedrun.sh's import,
+#               training and final evaluation; PyTorch: torchrun), after which
+#               its process group is stopped; the table shows what was logged
+#               until then. Tokenizing (once) is not counted [none]
 #   WHICH       both | gpt | torch [both]: one side per call, same RESULTS_DIR,
 #               when both do not fit in one command
 #   ONE_GPU_DIR a results directory of bench/train_gpu.sh (one GPU, the
@@ -41,10 +43,13 @@
 # (gpt-train's JSON lines), gpt.txt (speedrun.sh's summary), gpt/ (its work
 # directory), torch.jsonl, torch.stderr and table.md.
 # Choice of the defaults for a 10-minute command: on 8 H200s the record's code
-# needs about 4 minutes of torch.compile, then 1390 steps in about 205 s plus
-# validation: one side at 1390 steps is one command (WHICH=torch
-# TIME_LIMIT=560 STEPS=1390), not both. With TIME_LIMIT <= 900 and no STEPS,
-# 300 steps are run (windows 1..14 all occur; about 11 steps at window 14).
+# trains 1390 steps in about 205 s (its log) after torch.compile (83 s on one
+# H200 with PyTorch 2.11, 244 s in the record's log), and gpt-* at roughly
+# 1/8 of its one-GPU 1.1 s/step needs about as long: one side at 1390 steps
+# fits a command (WHICH=gpt, then WHICH=torch, TIME_LIMIT=540 STEPS=1390),
+# both together may not. With TIME_LIMIT <= 900 and no STEPS, 300 steps are
+# run (every window 1..14 occurs: steps 10-22 at 1, about 11 at 14), which
+# fits both sides in one command.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 prog=speedrun-gpus.sh
