@@ -39,6 +39,8 @@
 #               windows 1, 7, 14 held): its median ms/step per window give the
 #               scaling efficiency t1 / (G x tG) [none]
 #   SCRATCH     tokens and weights, reused [/tmp/gpt-record-gpus]
+#   BATCH_TOKENS [524288], SEQ_LEN [65536]: both sides (for tests: the
+#               record's are the defaults); DEVICE: speedrun.sh's [auto]
 # RESULTS_DIR [$OUT/speedrun-gpus, else ./speedrun-gpus] receives gpt.jsonl
 # (gpt-train's JSON lines), gpt.txt (speedrun.sh's summary), gpt/ (its work
 # directory), torch.jsonl, torch.stderr and table.md.
@@ -62,7 +64,10 @@ if [ -n "${STEPS:-}" ]; then steps=$STEPS
 elif [ -n "$tlim" ] && [ "$tlim" -le 900 ]; then steps=300
 else steps=1390; fi
 every=${EVAL_EVERY:-125} vtok=${VAL_TOKENS:-1048576} which=${WHICH:-both}
-num STEPS "$steps"; num EVAL_EVERY "$every"; num VAL_TOKENS "$vtok"
+bt=${BATCH_TOKENS:-524288} sl=${SEQ_LEN:-65536}
+num STEPS "$steps"; num EVAL_EVERY "$every"; num VAL_TOKENS "$vtok"; num BATCH_TOKENS "$bt"; num SEQ_LEN "$sl"
+[ "$sl" -ge 128 ] && [ $((bt % sl)) -eq 0 ] && [ "$bt" -ge "$sl" ] ||
+	{ echo "$prog: BATCH_TOKENS must be a positive multiple of SEQ_LEN (>= 128)" >&2; exit 2; }
 [ "$steps" -ge 1 ] || { echo "$prog: STEPS must be >= 1" >&2; exit 2; }
 case $which in both | gpt | torch) ;; *) echo "$prog: WHICH is both, gpt or torch" >&2; exit 2 ;; esac
 one=${ONE_GPU_DIR:-}
@@ -97,9 +102,10 @@ fi
 G=${GPUS:-${#all[@]}}
 num GPUS "$G"
 [ "$G" -ge 1 ] || { echo "$prog: no GPU found (nvidia-smi -L); set GPUS" >&2; exit 1; }
-case $G in 1 | 2 | 4 | 8) ;; *) echo "$prog: GPUS=$G: the record's batch of 8 x 65,536 tokens needs G dividing 8" >&2; exit 2 ;; esac
+[ $((bt / sl % G)) -eq 0 ] ||
+	{ echo "$prog: GPUS=$G: the batch of $((bt / sl)) x $sl tokens (the record: 8 x 65,536) needs G dividing $((bt / sl))" >&2; exit 2; }
 [ ${#all[@]} -ge "$G" ] || { echo "$prog: GPUS=$G but only ${#all[@]} GPU(s) visible" >&2; exit 1; }
-[ $((vtok % (G * 65536))) -eq 0 ] || { echo "$prog: VAL_TOKENS=$vtok is not a multiple of $G x 65,536" >&2; exit 2; }
+[ $((vtok % (G * sl))) -eq 0 ] || { echo "$prog: VAL_TOKENS=$vtok is not a multiple of $G x $sl" >&2; exit 2; }
 devs=$(IFS=,; echo "${all[*]:0:G}")
 echo "$G" >"$res/gpus"
 
@@ -165,7 +171,8 @@ if [ "$which" != gpt ]; then
 	trc=0
 	CUDA_VISIBLE_DEVICES=$devs limited python3 -m torch.distributed.run --standalone --nproc_per_node="$G" \
 		tools/record_run.py --mode steps --train-bin "$scratch/data/train_*.bin" --val-bin "$scratch/data/val.bin" \
-		--steps "$steps" --val-every "$every" --val-tokens "$vtok" --init-weights "$init" \
+		--steps "$steps" --val-every "$every" --val-tokens "$vtok" --batch-tokens "$bt" --seq-len "$sl" \
+		--init-weights "$init" \
 		>"$res/torch.jsonl" 2>"$res/torch.stderr" || trc=1
 	[ $trc = 0 ] || { rc=1; tail -20 "$res/torch.stderr" >&2; }
 	say "the record's code done (status $trc)"

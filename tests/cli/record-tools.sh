@@ -292,7 +292,7 @@ t_stderr_has "needs G dividing 8"
 t_run "speedrun-gpus: too few GPUs" 1 env GPUS=4 CUDA_VISIBLE_DEVICES=0,1 "$TOP/bench/speedrun-gpus.sh" "$GPT_BUILD" sgr
 t_run "speedrun-gpus: VAL_TOKENS" 2 env GPUS=8 VAL_TOKENS=1179648 CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 \
 	"$TOP/bench/speedrun-gpus.sh" "$GPT_BUILD" sgr
-t_stderr_has "not a multiple of 8 x 65,536"
+t_stderr_has "not a multiple of 8 x 65536"
 
 # ---- the short speedrun, tiny, on the CPU -------------------------------------
 gpt-init -q --preset tiny --layers 2 --dim 64 --heads 1 --value-embeds 1 --no-attn none -o tiny.safetensors
