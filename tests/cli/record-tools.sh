@@ -306,3 +306,15 @@ t_run "speedrun-short: too little text for a step" 1 env DEVICE=cpu INIT="$T/tin
 	VAL_TOKENS=1024 TRAIN_TEXT="$TOP/data/sample/train.txt.zst" VAL_TEXT="$TOP/data/sample/val.txt.zst" \
 	"$TOP/pipelines/speedrun-short.sh" run2
 t_stderr_has "a step needs 524290"
+
+# ---- speedrun-gpus.sh's gpt-* side, tiny, on the CPU (one "GPU", no nvidia-smi) --
+t_run "speedrun-gpus (tiny, CPU, gpt-* side)" 0 env DEVICE=cpu GPT_THREADS=2 INIT="$T/tiny.safetensors" \
+	BATCH_TOKENS=1024 SEQ_LEN=512 GPUS=1 CUDA_VISIBLE_DEVICES=0 WHICH=gpt STEPS=2 EVAL_EVERY=1 VAL_TOKENS=1024 \
+	SCRATCH="$T/sgs" TRAIN_TEXT="$TOP/data/sample/train.txt.zst" VAL_TEXT="$TOP/data/sample/val.txt.zst" \
+	"$TOP/bench/speedrun-gpus.sh" "$GPT_BUILD" sgres
+t_stdout_has '^\| 2 \| [0-9.]+ \| - \| - \| [0-9.]+ \| - \|$'
+t_stdout_has '^\| gpt-train \| 2 \| '
+t_true "speedrun-gpus: gpt-* read the very tokens the record's loader reads" \
+	cmp sgres/gpt/data/fineweb_val_000000.bin.zst sgs/data/val.bin.zst
+t_true "speedrun-gpus: train shard too" cmp sgres/gpt/data/fineweb_train_000001.bin.zst sgs/data/train_000000.bin.zst
+t_true "speedrun-gpus: the log kept" grep -q '"type":"end","steps":2' sgres/gpt.jsonl
