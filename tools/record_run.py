@@ -780,7 +780,9 @@ def mode_steps(a):
     dist.all_gather(all_peaks, peaks)
     all_peaks = [p.tolist() for p in all_peaks]
     emit({"type": "end", "steps": len(step_times), "world_size": WORLD,
-          "peak_bytes_per_rank": [p[0] for p in all_peaks], "peak_reserved_bytes_per_rank": [p[1] for p in all_peaks], "train_time_ms": train_ms, "record_time_ms": record_ms,
+          "peak_bytes_per_rank": [p[0] for p in all_peaks],
+          "peak_reserved_bytes_per_rank": [p[1] for p in all_peaks],
+          "train_time_ms": train_ms, "record_time_ms": record_ms,
           "first_steps_ms": step_times[:a.skip], "median_step_ms": median(step_times[a.skip:]),
           "val_loss": val_loss, "peak_bytes": peak_alloc, "peak_reserved_bytes": peak_resv,
           "device": torch.cuda.get_device_name(), "torch": torch.__version__,
