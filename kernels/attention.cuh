@@ -4,7 +4,9 @@
  * head_dim 128, fp32 softmax, bf16 outputs. C-callable (C and CUDA).
  *
  * Files: attention_mask.cu (mask metadata, work count), attention_fwd.cu
- * (forward), attention_bwd.cu (delta, dk/dv, dq), attention_simple.cu (a
+ * (forward), attention_bwd_fused.cu (the backward in one pass: dk, dv and
+ * dq), attention_bwd.cu (delta; the split backward: dk/dv, then dq),
+ * attention_simple.cu (a
  * plain one-warp-per-row version of forward and backward, slow, kept as the
  * simple correct path for tests and debugging); attention_impl.cuh holds
  * the device helpers they share (mma, ldmatrix, cp.async, tile loads).
@@ -33,11 +35,15 @@
  *   forward   one CTA per (query block, head): online softmax over the
  *             visited key blocks, y and lse;
  *   backward  delta = rowsum(dy * y) (fp32), then one CTA per (key block,
- *             head) accumulating dk, dv over the query blocks that see it,
- *             and a separate dq pass, one CTA per (query block, head), over
- *             the forward's ranges. No atomics: every output element has one
- *             writer and a fixed summation order, so two runs on the same
- *             inputs give identical bits.
+ *             head) accumulating dk, dv over the query blocks that see it
+ *             and adding its share of dq into an fp32 workspace in a fixed
+ *             order (kb descending, enforced by per-block flags), the last
+ *             share writing dq (attention_bwd_fused.cu);
+ *   split     the same backward with a separate dq pass, one CTA per
+ *             (query block, head), that recomputes S and dP (slower; kept
+ *             for tests and benchmarks).
+ * Every output element has a fixed summation order, so two runs on the
+ * same inputs give identical bits.
  *
  * Errors: argument errors (T not a multiple of 128, T > capacity, head_dim
  * != 128, misaligned pointers, no attn_mask_build before) return -1 with a
@@ -77,6 +83,9 @@ struct attn_mask {
 	int32_t *kb_first;      /* device [max_T/128]: query block qb visits kb_first[qb]..qb */
 	int32_t *qb_last;       /* device [max_T/128]: key block kb is seen by kb..qb_last[kb] */
 	float *delta;           /* device [max_heads * max_T]: backward workspace */
+	float *dqacc;           /* device [max_heads * max_T * 128]: fused backward's dq sums */
+	int *sem;               /* device [max_heads * max_T/128]: its flags, 0 between launches */
+	int *ticket;            /* device [1]: its CTA order counter, 0 between launches */
 };
 
 /* Device buffers for micro-batches of up to max_T tokens (a multiple of 128,
@@ -96,10 +105,18 @@ int attn_forward(void *y, float *lse, const void *q, const void *k, const void *
                  struct gpt_err *e);
 
 /* Backward: dq, dk, dv (bf16, overwritten) from dy and the forward's inputs
- * and outputs y, lse. Uses m->delta as workspace. */
+ * and outputs y, lse. Uses m->delta, m->dqacc, m->sem, m->ticket as
+ * workspace. */
 int attn_backward(void *dq, void *dk, void *dv, const void *dy, const void *q, const void *k,
                   const void *v, const void *y, const float *lse, const struct attn_mask *m,
                   int heads, int head_dim, cudaStream_t s, struct gpt_err *e);
+
+/* The split backward (attention_bwd.cu): same arguments and results up to
+ * rounding (dq summed in another order), slower. */
+int attn_backward_split(void *dq, void *dk, void *dv, const void *dy, const void *q,
+                        const void *k, const void *v, const void *y, const float *lse,
+                        const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
+                        struct gpt_err *e);
 
 /* The same two operations by the simple path (attention_simple.cu): one
  * warp per query (or key) row and head, fp32 CUDA cores, token-level mask

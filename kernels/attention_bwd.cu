@@ -1,8 +1,12 @@
 /*
  * attention_bwd.cu - attention backward on the tensor cores
- * (FlashAttention-2 style, deterministic). See attention.cuh.
+ * (FlashAttention-2 style, deterministic), the split form: dk/dv, then dq in
+ * a second pass. attn_backward (attention_bwd_fused.cu) does the same work
+ * in one pass and is the default; this one stays as a second fast path for
+ * tests and benchmarks. See attention.cuh.
  *
- * defines: attn_backward, attn_delta_kernel (also used by the simple path)
+ * defines: attn_backward_split, attn_delta_kernel (also used by the simple
+ *          and fused paths)
  *
  * Three kernels on one stream:
  *   delta  delta[h, t] = sum_d dy[t,h,d] y[t,h,d] in fp32, one warp per row;
@@ -312,7 +316,7 @@ attn_dq_kernel(bf16 *__restrict__ dq, const bf16 *__restrict__ q, const bf16 *__
 	               smem + warp * 16 * ATT_ROWB, acc, ATT_SCALE, ATT_SCALE, lane);
 }
 
-extern "C" int attn_backward(void *dq, void *dk, void *dv, const void *dy, const void *q,
+extern "C" int attn_backward_split(void *dq, void *dk, void *dv, const void *dy, const void *q,
                              const void *k, const void *v, const void *y, const float *lse,
                              const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
                              struct gpt_err *e)

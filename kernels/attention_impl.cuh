@@ -104,6 +104,74 @@ __device__ __forceinline__ void att_mma(float c[4], const uint32_t a[4], uint32_
 	             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/* Bulk asynchronous copies shared -> global (sm_90 cp.async.bulk, the TMA
+ * unit's non-tensor form): bytes a multiple of 16, both addresses 16-byte
+ * aligned. att_bulk_store copies, att_bulk_add adds fp32 elementwise into
+ * global memory (performed at L2). Groups per thread: commit, then
+ * wait_read<N> (the source may be overwritten) or wait<N> (the writes are
+ * complete) for all but the N most recent groups. The writing threads make
+ * their shared-memory stores visible to the async proxy with
+ * att_fence_async_smem() before the issuing thread starts the copy. */
+__device__ __forceinline__ void att_bulk_store(void *g, uint32_t s, uint32_t bytes)
+{
+	asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(g),
+	             "r"(s), "r"(bytes)
+	             : "memory");
+}
+__device__ __forceinline__ void att_bulk_add(float *g, uint32_t s, uint32_t bytes)
+{
+	asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(g),
+	             "r"(s), "r"(bytes)
+	             : "memory");
+}
+__device__ __forceinline__ void att_bulk_commit(void)
+{
+	asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+template <int N> __device__ __forceinline__ void att_bulk_wait_read(void)
+{
+	asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+}
+template <int N> __device__ __forceinline__ void att_bulk_wait(void)
+{
+	asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void att_fence_async_smem(void)
+{
+	asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+/* Orders this thread's generic-proxy accesses to global memory with the
+ * async proxy's (bulk copies), both ways. */
+__device__ __forceinline__ void att_fence_async_global(void)
+{
+	asm volatile("fence.proxy.async.global;\n" ::: "memory");
+}
+
+/* Inter-CTA flags (gpu scope): a release store, and an acquire spin until
+ * *p >= v. */
+__device__ __forceinline__ void att_flag_release(int *p, int v)
+{
+	asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ void att_flag_wait(const int *p, int v)
+{
+	int x;
+	for (;;) {
+		asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(x) : "l"(p) : "memory");
+		if (x >= v)
+			break;
+		__nanosleep(32);
+	}
+}
+__device__ __forceinline__ int att_ticket(int *p)
+{
+	return atomicAdd(p, 1);
+}
+__device__ __forceinline__ void att_flag_store(int *p, int v)
+{
+	*(volatile int *)p = v;
+}
+
 #endif /* !ATT_EMULATE */
 
 /* Two floats to packed bf16 (lo in the low half: the lower column). */
@@ -113,6 +181,39 @@ __device__ __forceinline__ uint32_t att_pack(float lo, float hi)
 	uint32_t u;
 	memcpy(&u, &v, 4);
 	return u;
+}
+
+/* Byte offset of (row, col) in a swizzled tile (the fused backward): 128
+ * rows of 256 bytes, no padding; the 16-byte chunk c of row r is stored at
+ * chunk c ^ (r & 7), so the 8 rows of one ldmatrix 8x8 matrix (consecutive
+ * rows, one logical chunk) fall in 8 different 4-bank groups. col is a
+ * multiple of 2 (an element pair) or, for the fragment helpers, of 8. */
+__device__ __forceinline__ uint32_t att_swz(int row, int col)
+{
+	return (uint32_t)(row * 256 + ((col >> 3) ^ (row & 7)) * 16 + (col & 7) * 2);
+}
+__device__ __forceinline__ uint32_t fsw_a(int lane, int r0, int c0)
+{
+	return att_swz(r0 + (lane & 15), c0 + 8 * (lane >> 4));
+}
+__device__ __forceinline__ uint32_t fsw_bt(int lane, int n0, int k0)
+{
+	return att_swz(n0 + (lane & 7) + 8 * (lane >> 4), k0 + 8 * ((lane >> 3) & 1));
+}
+__device__ __forceinline__ uint32_t fsw_v(int lane, int k0, int n0)
+{
+	return att_swz(k0 + (lane & 7) + 8 * ((lane >> 3) & 1), n0 + 8 * (lane >> 4));
+}
+
+/* Start the copy of 128 rows x 128 bf16 (row i at g + i * rs elements) into
+ * the swizzled tile at shared address s; all ATT_THREADS threads call it. */
+__device__ __forceinline__ void att_load_tile_sw(uint32_t s, const bf16 *g, size_t rs, int tid)
+{
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		int c = tid + i * ATT_THREADS, r = c >> 4, c16 = c & 15;
+		att_cp16(s + (uint32_t)(r * 256 + (c16 ^ (r & 7)) * 16), g + (size_t)r * rs + c16 * 8);
+	}
 }
 
 /* Byte offset of (row, col) in a padded tile. */
@@ -185,5 +286,14 @@ __global__ void attn_delta_kernel(float *__restrict__ delta, const bf16 *__restr
 #define ATT_FWD_SMEM (5 * ATT_TILEB)
 #define ATT_DQ_SMEM (6 * ATT_TILEB)
 #define ATT_DKV_SMEM (6 * ATT_TILEB + 4 * ATTN_BLOCK * 4)
+/* fused backward (attention_bwd_fused.cu): 6 swizzled 32 KB tiles, lse and
+ * delta (2 stages), two dS^T stages of 128 x 32 bf16, 8 warps' 2 KB dQ
+ * stages, the CTA's ticket */
+#define ATT_SWTILEB (ATTN_BLOCK * 256)
+#define ATT_FUSED_VEC (6 * ATT_SWTILEB)
+#define ATT_FUSED_DS (ATT_FUSED_VEC + 4 * ATTN_BLOCK * 4)
+#define ATT_FUSED_DQ (ATT_FUSED_DS + 2 * 8192)
+#define ATT_FUSED_TICKET (ATT_FUSED_DQ + 8 * 2048)
+#define ATT_FUSED_SMEM (ATT_FUSED_TICKET + 16)
 
 #endif

@@ -107,6 +107,12 @@ extern "C" int attn_mask_alloc(struct attn_mask *m, int max_T, int max_heads, st
 	CUDA_CHECK(cudaMalloc((void **)&m->kb_first, sizeof(int32_t) * (size_t)nb));
 	CUDA_CHECK(cudaMalloc((void **)&m->qb_last, sizeof(int32_t) * (size_t)nb));
 	CUDA_CHECK(cudaMalloc((void **)&m->delta, sizeof(float) * (size_t)max_T * (size_t)max_heads));
+	CUDA_CHECK(cudaMalloc((void **)&m->dqacc,
+	                      sizeof(float) * ATTN_HEAD_DIM * (size_t)max_T * (size_t)max_heads));
+	CUDA_CHECK(cudaMalloc((void **)&m->sem, sizeof(int) * (size_t)nb * (size_t)max_heads));
+	CUDA_CHECK(cudaMalloc((void **)&m->ticket, sizeof(int)));
+	CUDA_CHECK(cudaMemset(m->sem, 0, sizeof(int) * (size_t)nb * (size_t)max_heads));
+	CUDA_CHECK(cudaMemset(m->ticket, 0, sizeof(int)));
 	return 0;
 }
 
@@ -120,6 +126,9 @@ extern "C" void attn_mask_free(struct attn_mask *m)
 	cudaFree(m->kb_first);
 	cudaFree(m->qb_last);
 	cudaFree(m->delta);
+	cudaFree(m->dqacc);
+	cudaFree(m->sem);
+	cudaFree(m->ticket);
 	memset(m, 0, sizeof *m);
 }
 

@@ -545,16 +545,21 @@ static void run_fwd(struct gpu *g, const struct prob *p, int simple, struct fwd_
 	down(o->y, g->y, n), down(o->lse, g->lse, nl);
 }
 
-static void run_bwd(struct gpu *g, const struct prob *p, int simple, struct bwd_out *o)
+enum { B_FUSED, B_SIMPLE, B_SPLIT };
+
+static void run_bwd(struct gpu *g, const struct prob *p, int which, struct bwd_out *o)
 {
 	size_t n = (size_t)p->T * p->H * HD * 2;
 	struct gpt_err e;
 	o->dq = xmalloc(n), o->dk = xmalloc(n), o->dv = xmalloc(n);
 	poison(g->dq, n), poison(g->dk, n), poison(g->dv, n);
-	int rc = simple ? attn_backward_simple(g->dq, g->dk, g->dv, g->dy, g->q, g->k, g->v, g->yin,
-	                                       g->lsein, &g->m, p->H, HD, 0, &e)
-	                : attn_backward(g->dq, g->dk, g->dv, g->dy, g->q, g->k, g->v, g->yin,
-	                                g->lsein, &g->m, p->H, HD, 0, &e);
+	int (*fn)(void *, void *, void *, const void *, const void *, const void *, const void *,
+	          const void *, const float *, const struct attn_mask *, int, int, cudaStream_t,
+	          struct gpt_err *) = which == B_SIMPLE  ? attn_backward_simple
+	                              : which == B_SPLIT ? attn_backward_split
+	                                                 : attn_backward;
+	int rc = fn(g->dq, g->dk, g->dv, g->dy, g->q, g->k, g->v, g->yin, g->lsein, &g->m, p->H, HD,
+	            0, &e);
 	ck_assert_msg(rc == 0, "%s", e.msg);
 	down(o->dq, g->dq, n), down(o->dk, g->dk, n), down(o->dv, g->dv, n);
 }
@@ -676,8 +681,8 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 	memcpy(yin16, of.y, 2 * n);
 	memcpy(lsein, of.lse, sizeof(float) * nl);
 
-	struct err ef[NE], es[NE];
-	memset(ef, 0, sizeof ef), memset(es, 0, sizeof es);
+	struct err ef[NE], es[NE], ep[NE];
+	memset(ef, 0, sizeof ef), memset(es, 0, sizeof es), memset(ep, 0, sizeof ep);
 	for (int ri = 0; ri < nr; ri++) {
 		const struct region *r = &reg[ri];
 		if (r->q1 < r->q0)
@@ -704,17 +709,22 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 	up(g->yin, yin16, 2 * n);
 	up(g->lsein, lsein, sizeof(float) * nl);
 
-	/* backward: fast twice (bits), simple once */
-	struct bwd_out bf, bf2, bs;
-	run_bwd(g, &p, 0, &bf);
-	run_bwd(g, &p, 0, &bf2);
-	run_bwd(g, &p, 1, &bs);
+	/* backward: fast (fused) twice (bits), split and simple once */
+	struct bwd_out bf, bf2, bs, bp;
+	run_bwd(g, &p, B_FUSED, &bf);
+	run_bwd(g, &p, B_FUSED, &bf2);
+	run_bwd(g, &p, B_SIMPLE, &bs);
+	run_bwd(g, &p, B_SPLIT, &bp);
 	int det_b = !memcmp(bf.dq, bf2.dq, 2 * n) && !memcmp(bf.dk, bf2.dk, 2 * n) &&
 	            !memcmp(bf.dv, bf2.dv, 2 * n);
+	/* the two tensor-core paths share dk, dv's arithmetic: same bits */
+	int same_kv = !memcmp(bf.dk, bp.dk, 2 * n) && !memcmp(bf.dv, bp.dv, 2 * n);
 	const uint16_t *fb[] = {bf.dq, bf.dk, bf.dv}, *sb[] = {bs.dq, bs.dk, bs.dv};
+	const uint16_t *pb[] = {bp.dq, bp.dk, bp.dv};
 	for (int i = 0; i < 3; i++) {
 		check_written(fb[i], NULL, &p, tag, "fast", e_name[E_DQ + i]);
 		check_written(sb[i], NULL, &p, tag, "simple", e_name[E_DQ + i]);
+		check_written(pb[i], NULL, &p, tag, "split", e_name[E_DQ + i]);
 	}
 	for (int ri = 0; ri < nr; ri++) {
 		const struct region *r = &reg[ri];
@@ -723,6 +733,7 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 		ref_backward(&p, r, heads, nh, yin, lsein, rdq, rdk, rdv);
 		cmp_bwd(ef, &p, r, heads, nh, &bf, rdq, rdk, rdv);
 		cmp_bwd(es, &p, r, heads, nh, &bs, rdq, rdk, rdv);
+		cmp_bwd(ep, &p, r, heads, nh, &bp, rdq, rdk, rdv);
 		free(rdq), free(rdk), free(rdv);
 	}
 
@@ -732,11 +743,20 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 	printf(" | bits %s\n  simple", det_f && det_b ? "repeat" : "DIFFER");
 	for (int i = 0; i < NE; i++)
 		printf(" %s %.2e", e_name[i], err_rel(&es[i]));
-	printf("\n");
+	printf("\n  split ");
+	for (int i = E_DQ; i < NE; i++)
+		printf(" %s %.2e", e_name[i], err_rel(&ep[i]));
+	printf(" | dk, dv bits %s fast's\n", same_kv ? "equal" : "DIFFER from");
 	for (int i = 0; i < NE; i++) {
 		const double tol = i == E_LSE ? 1e-4 : 1e-2;
 		err_judge(&ef[i], tag, "fast", e_name[i], tol);
 		err_judge(&es[i], tag, "simple", e_name[i], tol);
+		if (i >= E_DQ)
+			err_judge(&ep[i], tag, "split", e_name[i], tol);
+	}
+	if (!same_kv) {
+		printf("  FAIL %s: fused and split dk, dv differ\n", tag);
+		EXPECT(0, "%s: fused and split dk, dv differ", tag);
 	}
 	if (!det_f || !det_b) {
 		printf("  FAIL %s: two fast runs differ (forward %s, backward %s)\n", tag,
@@ -746,7 +766,7 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 	fflush(stdout);
 
 	free_fwd(&of), free_fwd(&of2), free_fwd(&os);
-	free_bwd(&bf), free_bwd(&bf2), free_bwd(&bs);
+	free_bwd(&bf), free_bwd(&bf2), free_bwd(&bs), free_bwd(&bp);
 	free(yin), free(lsein), free(yin16);
 	prob_free(&p);
 }
@@ -901,6 +921,7 @@ static int cmp_float(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* bwd: 0 forward only, 1 forward + fused backward, 2 forward + split */
 static double time_ms(struct gpu *g, int H, int bwd, int reps)
 {
 	cudaEvent_t e0, e1;
@@ -911,9 +932,12 @@ static double time_ms(struct gpu *g, int H, int bwd, int reps)
 	for (int r = -3; r < reps; r++) {
 		CUDA_CHECK(cudaEventRecord(e0, 0));
 		ck_assert(attn_forward(g->y, g->lse, g->q, g->k, g->v, &g->m, H, HD, 0, &e) == 0);
-		if (bwd)
+		if (bwd == 1)
 			ck_assert(attn_backward(g->dq, g->dk, g->dv, g->dy, g->q, g->k, g->v, g->y, g->lse,
 			                        &g->m, H, HD, 0, &e) == 0);
+		else if (bwd == 2)
+			ck_assert(attn_backward_split(g->dq, g->dk, g->dv, g->dy, g->q, g->k, g->v, g->y,
+			                              g->lse, &g->m, H, HD, 0, &e) == 0);
 		CUDA_CHECK(cudaEventRecord(e1, 0));
 		CUDA_CHECK(cudaEventSynchronize(e1));
 		if (r >= 0)
@@ -962,6 +986,7 @@ START_TEST(bench)
 		ck_assert_msg(attn_mask_build(&g.m, g.tok, T, (int)W, EOT, 0, &e) == 0, "%s", e.msg);
 		CUDA_CHECK(cudaDeviceSynchronize());
 		double tf = time_ms(&g, H, 0, reps), tb = time_ms(&g, H, 1, reps);
+		double tp = time_ms(&g, H, 2, reps);
 		/* spec 12.2: forward 4 * 128 * L per query and head; fwd+bwd 3x */
 		double fm = 4.0 * HD * (double)w.pairs * H, ft = 4.0 * HD * 128.0 * 128.0 * (double)w.tiles * H;
 		printf("W=%-2ld L_mask %7.1f L_tile %7.1f (tiles/head %lld, full %lld) | fwd %7.3f ms "
@@ -969,6 +994,8 @@ START_TEST(bench)
 		       W, (double)w.pairs / T, 128.0 * 128.0 * (double)w.tiles / T, (long long)w.tiles,
 		       (long long)w.full_tiles, tf, fm / tf * 1e-9, ft / tf * 1e-9, tb,
 		       3 * fm / tb * 1e-9, 3 * ft / tb * 1e-9);
+		printf("     split backward: fwd+bwd %7.3f ms %6.1f / %6.1f TFLOP/s (fused %.3f: %.2fx)\n",
+		       tp, 3 * fm / tp * 1e-9, 3 * ft / tp * 1e-9, tb, tp / tb);
 		fflush(stdout);
 	}
 	prob_free(&p);

@@ -61,12 +61,19 @@ struct cp_op {
 	uint32_t dst;
 	const void *src;
 };
+struct bulk_op {
+	void *dst;
+	uint32_t src, bytes;
+	bool add;
+};
 struct thr {
 	ucontext_t ctx;
 	jmp_buf jb;
 	bool done, started, at_sync; /* at_sync: waiting in __syncthreads */
 	std::vector<cp_op> open;              /* issued, not committed */
 	std::deque<std::vector<cp_op>> groups; /* committed, not retired */
+	std::vector<bulk_op> bopen;               /* bulk copies issued, not committed */
+	std::deque<std::vector<bulk_op>> bgroups; /* committed, not performed */
 };
 struct bar {
 	int count = 0;
@@ -143,6 +150,8 @@ static void trampoline(void)
 	(*body)();
 	if (!th[cur].open.empty() || !th[cur].groups.empty())
 		emu_die("exits with cp.async copies not waited for");
+	if (!th[cur].bopen.empty() || !th[cur].bgroups.empty())
+		emu_die("exits with bulk copies not waited for");
 	th[cur].done = true;
 	live--;
 	progress++;
@@ -175,6 +184,8 @@ static void run_block(void)
 		t.done = t.started = t.at_sync = false;
 		t.open.clear();
 		t.groups.clear();
+		t.bopen.clear();
+		t.bgroups.clear();
 	}
 	live = nthr;
 	block_bar = bar();
@@ -288,6 +299,64 @@ void emu_cp_wait(int n)
 		for (const cp_op &op : g.front())
 			memcpy(emu_shared + op.dst, op.src, 16);
 		g.pop_front();
+	}
+}
+
+/* ---- bulk copies shared -> global, flags ----
+ * A bulk copy reads shared memory and writes global memory when a wait
+ * retires its group (EMU_CP=defer) or at issue (EMU_CP=now), so with defer a
+ * stage overwritten before its wait_group.read shows up as wrong sums. */
+static void bulk_perform(const bulk_op &op)
+{
+	if (op.add) {
+		float *d = (float *)op.dst;
+		const float *src = (const float *)(emu_shared + op.src);
+		for (uint32_t i = 0; i < op.bytes / 4; i++)
+			d[i] += src[i];
+	} else {
+		memcpy(op.dst, emu_shared + op.src, op.bytes);
+	}
+}
+
+static void bulk_issue(void *g, uint32_t s, uint32_t bytes, bool add)
+{
+	check_smem(s, bytes, "cp.async.bulk");
+	if ((uintptr_t)g % 16 || bytes % 16 || bytes == 0)
+		emu_die("cp.async.bulk: global address or size not a multiple of 16");
+	bulk_op op = {g, s, bytes, add};
+	if (cp_defer)
+		th[cur].bopen.push_back(op);
+	else
+		bulk_perform(op);
+}
+
+void att_bulk_store(void *g, uint32_t s, uint32_t bytes) { bulk_issue(g, s, bytes, false); }
+void att_bulk_add(float *g, uint32_t s, uint32_t bytes) { bulk_issue(g, s, bytes, true); }
+
+void att_bulk_commit(void)
+{
+	th[cur].bgroups.push_back(std::move(th[cur].bopen));
+	th[cur].bopen.clear();
+}
+
+void emu_bulk_wait(int n)
+{
+	auto &g = th[cur].bgroups;
+	while ((int)g.size() > n) {
+		for (const bulk_op &op : g.front())
+			bulk_perform(op);
+		g.pop_front();
+	}
+}
+
+void att_flag_wait(const int *p, int v)
+{
+	/* blocks run one after another in ticket order: a flag not yet set
+	 * means a wait on a later block, which would never finish */
+	if (*p < v) {
+		char msg[120];
+		snprintf(msg, sizeof msg, "flag wait for %d reads %d: waits on a block not yet run", v, *p);
+		emu_die(msg);
 	}
 }
 

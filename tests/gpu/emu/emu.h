@@ -54,6 +54,17 @@ struct uint2 {
 struct __attribute__((aligned(16))) uint4 {
 	uint32_t x, y, z, w;
 };
+struct __attribute__((aligned(16))) float4 {
+	float x, y, z, w;
+};
+inline float4 make_float4(float a, float b, float c, float d)
+{
+	float4 f = {a, b, c, d};
+	return f;
+}
+inline float4 __ldcg(const float4 *p) { return *p; }
+inline void __threadfence(void) {}
+inline void __nanosleep(unsigned) {}
 
 uint16_t emu_f2bf(float f);
 float emu_bf2f(uint16_t h);
@@ -86,6 +97,18 @@ template <int N> inline void att_cp_wait(void) { emu_cp_wait(N); }
 void att_ldsm(uint32_t r[4], uint32_t addr);
 void att_ldsm_t(uint32_t r[4], uint32_t addr);
 void att_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
+void att_bulk_store(void *g, uint32_t s, uint32_t bytes);
+void att_bulk_add(float *g, uint32_t s, uint32_t bytes);
+void att_bulk_commit(void);
+void emu_bulk_wait(int n);
+template <int N> inline void att_bulk_wait_read(void) { emu_bulk_wait(N); }
+template <int N> inline void att_bulk_wait(void) { emu_bulk_wait(N); }
+inline void att_fence_async_smem(void) {}
+inline void att_fence_async_global(void) {}
+inline void att_flag_release(int *p, int v) { *p = v; }
+void att_flag_wait(const int *p, int v);
+inline int att_ticket(int *p) { return (*p)++; }
+inline void att_flag_store(int *p, int v) { *p = v; }
 
 /* Runs fn as every thread of every block, blocks one after another. A
  * kernel launched with more than 48 KB of dynamic shared memory must have
