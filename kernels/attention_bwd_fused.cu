@@ -19,7 +19,7 @@
  *     made; the CTA of kb waits (acquire) until it reads qb - kb;
  *   - the first contributor (kb = qb) stores its partial tile, the middle
  *     ones add theirs with bulk asynchronous reductions (cp.reduce.async.
- *     bulk .add.f32, one 2 KB piece per warp and 32-query slice, from a
+ *     bulk .add.f32, one 4 KB piece per warp and 64-query slice, from a
  *     per-warp shared stage in the MMA fragment order), each releasing the
  *     flag once its reductions are complete (deferred to the next query
  *     block's first slice, so the wait overlaps compute);
@@ -40,54 +40,78 @@
  * (ldmatrix feeding mma.sync); heads one after another or side by side
  * made no difference.
  *
- * dS is exchanged between warps through shared memory: each warp writes
- * its 16 keys x 32 queries of dS^T (bf16, the value the dK product uses),
- * and after a barrier warp w computes dQ for the slice's 32 queries and
- * head dimensions 16w..16w+15 (A = dS from the stage by ldmatrix.trans, B =
- * K). Tiles are stored swizzled (att_swz) instead of padded, which leaves
- * room in 227 KB for the dS stages (two, alternating by slice) and the dQ
- * stages: K, V, two stages of Q and dY (6 x 32 KB), lse and delta (2 KB),
- * dS^T 2 x 8 KB, dQ 8 x 2 KB.
+ * Work split (a query block in two slices of 64 queries; warp w, kw = w % 4,
+ * qw = w / 4): S^T and dP^T as 32 x 32 warp tiles (keys 32 kw.., queries
+ * 32 qw.. of the slice), so each ldmatrix fragment feeds two or four MMAs;
+ * P^T and dS^T (bf16) go to two shared stages of 128 keys x 64 queries;
+ * after a barrier each warp accumulates dV and dK for keys 32 kw.. and
+ * head dimensions 64 qw.. (A from the stages, B = dY or Q), and dQ for
+ * queries 32 qw.. and dimensions 32 kw.. (A = dS by ldmatrix.trans from the
+ * dS^T stage, B = K); after another barrier the warps write their dQ parts
+ * (fp32) over the stages for the bulk copies. Per 64-query slice and warp:
+ * 144 ldmatrix.x4 for 320 MMAs, against 208 for 320 with 16 x 32 tiles
+ * and per-warp key rows (this file's first form). Measured in one call
+ * (same sizes as above): 4.41 ms against the first form's 4.44 at W = 14,
+ * 2.68 / 2.67 at W = 7, 0.60 / 0.63 at W = 1: shared-memory traffic was
+ * not the limit either; what is (mma.sync issue with 8 warps per SM,
+ * latency between the phases) was not profiled.
+ * dK and dV follow the same arithmetic as the split kernel, in the same
+ * order, so their bits equal its (the GPU tests check that).
+ * Tiles are stored swizzled (att_swz) instead of padded, which leaves
+ * room in 227 KB for the stages: K, V, two stages of Q and dY (6 x 32 KB),
+ * lse and delta (2 KB), P^T and dS^T (2 x 16 KB).
  */
 #include "attention_impl.cuh"
 #include "cuda_check.h"
 
-/* Byte offset of (key row r, query column c) in a dS^T stage of 128 rows x
- * 32 bf16 (64 bytes): chunk c/8 stored at (c/8) ^ ((r/2) & 3), so the 8
- * consecutive rows of one ldmatrix matrix hit 8 different 4-bank groups. */
-__device__ __forceinline__ uint32_t ds_off(int r, int c)
+/* Byte offset of (key row r, query column c) in a stage of 128 rows x 64
+ * bf16 (128 bytes: P^T or dS^T of one 64-query slice): chunk c/8 stored at
+ * (c/8) ^ (r & 7), so the 8 consecutive rows of one ldmatrix matrix hit 8
+ * different 4-bank groups. */
+__device__ __forceinline__ uint32_t st_off(int r, int c)
 {
-	return (uint32_t)(r * 64 + (((c >> 3) ^ ((r >> 1) & 3)) << 4) + (c & 7) * 2);
+	return (uint32_t)(r * 128 + (((c >> 3) ^ (r & 7)) << 4) + (c & 7) * 2);
+}
+/* A fragment (rows = keys r0.., columns = queries c0..) from a stage. */
+__device__ __forceinline__ uint32_t st_a(int lane, int r0, int c0)
+{
+	return st_off(r0 + (lane & 15), c0 + 8 * (lane >> 4));
+}
+/* A fragment of the transpose (rows = queries m0.., columns = keys k0..)
+ * from a stage, for ldmatrix .trans. */
+__device__ __forceinline__ uint32_t st_at(int lane, int k0, int m0)
+{
+	return st_off(k0 + (lane & 7) + 8 * (lane >> 4), m0 + 8 * ((lane >> 3) & 1));
 }
 
-/* A fragment (rows = queries m0.., columns = keys k0..) of dS from the dS^T
- * stage, for ldmatrix .trans. */
-__device__ __forceinline__ uint32_t ds_a(int lane, int k0, int m0)
-{
-	return ds_off(k0 + (lane & 7) + 8 * (lane >> 4), m0 + 8 * ((lane >> 3) & 1));
-}
-
-/* Write a warp's 16 x 128 accumulator (rows r0.., scaled by f) as bf16 to
- * global rows out + r * rs, staged through rows r0..r0+15 of the swizzled
- * tile at generic pointer tile. */
-__device__ __forceinline__ void att_store_rows_sw(bf16 *out, size_t rs, unsigned char *tile,
-                                                  int r0, const float acc[16][4], float f,
-                                                  int lane)
+/* Write a warp's 32 x 64 accumulator (rows r0 + 16 mi + g (+8), columns c0
+ * + 8 n + 2 t) scaled by f as bf16 into the swizzled tile at generic
+ * pointer tile. */
+__device__ __forceinline__ void att_tile_put(unsigned char *tile, int r0, int c0,
+                                             const float acc[2][8][4], float f, int lane)
 {
 	const int g = lane >> 2, t = lane & 3;
-	__syncwarp();
 #pragma unroll
-	for (int d = 0; d < 16; d++) {
-		*reinterpret_cast<uint32_t *>(tile + att_swz(r0 + g, 8 * d + 2 * t)) =
-			att_pack(acc[d][0] * f, acc[d][1] * f);
-		*reinterpret_cast<uint32_t *>(tile + att_swz(r0 + g + 8, 8 * d + 2 * t)) =
-			att_pack(acc[d][2] * f, acc[d][3] * f);
-	}
-	__syncwarp();
+	for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+		for (int n = 0; n < 8; n++) {
+			const int r = r0 + 16 * mi + g, c = c0 + 8 * n + 2 * t;
+			*reinterpret_cast<uint32_t *>(tile + att_swz(r, c)) =
+				att_pack(acc[mi][n][0] * f, acc[mi][n][1] * f);
+			*reinterpret_cast<uint32_t *>(tile + att_swz(r + 8, c)) =
+				att_pack(acc[mi][n][2] * f, acc[mi][n][3] * f);
+		}
+}
+
+/* Copy the swizzled 128 x 128 tile at generic pointer tile to global rows
+ * out + r * rs (all ATT_THREADS threads, 16-byte chunks). */
+__device__ __forceinline__ void att_tile_out(bf16 *out, size_t rs, const unsigned char *tile,
+                                             int tid)
+{
 #pragma unroll
 	for (int i = 0; i < 8; i++) {
-		int c = lane + 32 * i, r = c >> 4, c16 = c & 15;
-		uint4 val = *reinterpret_cast<const uint4 *>(tile + att_swz(r0 + r, c16 * 8));
+		const int c = tid + i * ATT_THREADS, r = c >> 4, c16 = c & 15;
+		const uint4 val = *reinterpret_cast<const uint4 *>(tile + att_swz(r, c16 * 8));
 		*reinterpret_cast<uint4 *>(out + (size_t)r * rs + c16 * 8) = val;
 	}
 }
@@ -119,6 +143,8 @@ attn_bwd_fused_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__rest
 	const uint32_t sK = att_smem(smem), sV = sK + ATT_SWTILEB;
 	const uint32_t sVec = sK + ATT_FUSED_VEC;
 	const float *fVec = reinterpret_cast<const float *>(smem + ATT_FUSED_VEC);
+	const uint32_t stP = sK + ATT_FUSED_ST, stS = stP + ATT_FUSED_STB;
+	unsigned char *gP = smem + ATT_FUSED_ST, *gS = gP + ATT_FUSED_STB;
 	const float *lseh = lse + (size_t)h * T, *delh = delta + (size_t)h * T;
 	int *semh = sem + (size_t)h * nb;
 	const int n = qb_last[kb] - kb + 1;
@@ -133,19 +159,30 @@ attn_bwd_fused_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__rest
 		att_cp16(sVec + 1024 + (tid - 32) * 16, delh + kb * ATTN_BLOCK + (tid - 32) * 4);
 	att_cp_commit();
 
-	const int krow0 = kb * ATTN_BLOCK + warp * 16 + g, krow1 = krow0 + 8;
-	const int kd0 = docs[krow0], kd1 = docs[krow1];
+	/* S^T, dP^T, dK, dV: keys 32 kw.. (two m-tiles); S^T columns: queries
+	 * 32 qw.. of the slice; dK, dV columns: dims 64 qw... dQ: queries 32 qw..
+	 * of the slice, dims 32 kw... */
+	const int kw = warp & 3, qw = warp >> 2;
+	const int krow = kb * ATTN_BLOCK + 32 * kw + g; /* + 16 mi + 8 hh */
+	int kd[2][2];
+#pragma unroll
+	for (int mi = 0; mi < 2; mi++) {
+		kd[mi][0] = docs[krow + 16 * mi];
+		kd[mi][1] = docs[krow + 16 * mi + 8];
+	}
 	const int klo = dlo[kb], khi = dhi[kb];
 	const float sl2 = ATT_SCALE * ATT_LOG2E;
-	const uint32_t sW = sK + ATT_FUSED_DQ + warp * 2048; /* this warp's dQ stage */
-	unsigned char *wst = smem + ATT_FUSED_DQ + warp * 2048 + lane * 64;
+	const uint32_t sW = stP + warp * 4096; /* this warp's dQ stage (over the P, dS stages) */
+	unsigned char *wst = gP + warp * 4096 + lane * 128;
 
-	float dka[16][4], dva[16][4];
+	float dka[2][8][4], dva[2][8][4];
 #pragma unroll
-	for (int d = 0; d < 16; d++) {
-		dka[d][0] = dka[d][1] = dka[d][2] = dka[d][3] = 0.f;
-		dva[d][0] = dva[d][1] = dva[d][2] = dva[d][3] = 0.f;
-	}
+	for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+		for (int d = 0; d < 8; d++)
+#pragma unroll
+			for (int e = 0; e < 4; e++)
+				dka[mi][d][e] = dva[mi][d][e] = 0.f;
 
 	int pend = -1, pendv = 0; /* flag to release at the next slice 0, and its value */
 	for (int i = 0; i < n; i++) {
@@ -167,104 +204,93 @@ attn_bwd_fused_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__rest
 		const float *L = fVec + st * 128, *Dl = fVec + 256 + st * 128;
 		const bool full = kb < qb && dlo[qb] == khi && klo == dhi[qb];
 		const bool first = i == 0, last = kb == kb_first[qb];
-		float *acc_base = dqacc + ((size_t)h * nb + qb) * (4 * 4096) + warp * 512;
+		float *acc_base = dqacc + ((size_t)h * nb + qb) * (2 * 8192) + warp * 1024;
+#pragma unroll 1
+		for (int sl = 0; sl < 2; sl++) {
+			const int q0 = sl * 64 + qw * 32; /* S^T columns (query in the tile) */
+			float s[2][4][4], dp[2][4][4];
 #pragma unroll
-		for (int sub = 0; sub < 4; sub++) {
-			float s[4][4], dp[4][4];
+			for (int mi = 0; mi < 2; mi++)
 #pragma unroll
-			for (int j = 0; j < 4; j++) {
-				s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-				dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
-			}
+				for (int j = 0; j < 4; j++)
+#pragma unroll
+					for (int e = 0; e < 4; e++)
+						s[mi][j][e] = dp[mi][j][e] = 0.f;
 #pragma unroll
 			for (int kk = 0; kk < 8; kk++) {
-				uint32_t a[4], b[4];
-				att_ldsm(a, sK + fsw_a(lane, warp * 16, kk * 16));
-#pragma unroll
-				for (int np = 0; np < 2; np++) {
-					att_ldsm(b, sQ + fsw_bt(lane, sub * 32 + np * 16, kk * 16));
-					att_mma(s[2 * np], a, b[0], b[1]);
-					att_mma(s[2 * np + 1], a, b[2], b[3]);
-				}
-				att_ldsm(a, sV + fsw_a(lane, warp * 16, kk * 16));
-#pragma unroll
-				for (int np = 0; np < 2; np++) {
-					att_ldsm(b, sdY + fsw_bt(lane, sub * 32 + np * 16, kk * 16));
-					att_mma(dp[2 * np], a, b[0], b[1]);
-					att_mma(dp[2 * np + 1], a, b[2], b[3]);
-				}
+				uint32_t a0[4], a1[4], b0[4], b1[4];
+				att_ldsm(a0, sK + fsw_a(lane, 32 * kw, kk * 16));
+				att_ldsm(a1, sK + fsw_a(lane, 32 * kw + 16, kk * 16));
+				att_ldsm(b0, sQ + fsw_bt(lane, q0, kk * 16));
+				att_ldsm(b1, sQ + fsw_bt(lane, q0 + 16, kk * 16));
+				att_mma(s[0][0], a0, b0[0], b0[1]);
+				att_mma(s[0][1], a0, b0[2], b0[3]);
+				att_mma(s[0][2], a0, b1[0], b1[1]);
+				att_mma(s[0][3], a0, b1[2], b1[3]);
+				att_mma(s[1][0], a1, b0[0], b0[1]);
+				att_mma(s[1][1], a1, b0[2], b0[3]);
+				att_mma(s[1][2], a1, b1[0], b1[1]);
+				att_mma(s[1][3], a1, b1[2], b1[3]);
+				att_ldsm(a0, sV + fsw_a(lane, 32 * kw, kk * 16));
+				att_ldsm(a1, sV + fsw_a(lane, 32 * kw + 16, kk * 16));
+				att_ldsm(b0, sdY + fsw_bt(lane, q0, kk * 16));
+				att_ldsm(b1, sdY + fsw_bt(lane, q0 + 16, kk * 16));
+				att_mma(dp[0][0], a0, b0[0], b0[1]);
+				att_mma(dp[0][1], a0, b0[2], b0[3]);
+				att_mma(dp[0][2], a0, b1[0], b1[1]);
+				att_mma(dp[0][3], a0, b1[2], b1[3]);
+				att_mma(dp[1][0], a1, b0[0], b0[1]);
+				att_mma(dp[1][1], a1, b0[2], b0[3]);
+				att_mma(dp[1][2], a1, b1[0], b1[1]);
+				att_mma(dp[1][3], a1, b1[2], b1[3]);
 			}
-			/* element (key row, query column c, c + 1) */
+			/* element (key row 32 kw + 16 mi + g (+8), query column c, c + 1) */
 #pragma unroll
 			for (int j = 0; j < 4; j++) {
-				const int c = sub * 32 + j * 8 + 2 * t;
+				const int c = q0 + j * 8 + 2 * t;
 				const float L0 = L[c] * ATT_LOG2E, L1 = L[c + 1] * ATT_LOG2E;
 				const float D0 = Dl[c], D1 = Dl[c + 1];
-				float p00 = exp2f(fmaf(s[j][0], sl2, -L0)), p01 = exp2f(fmaf(s[j][1], sl2, -L1));
-				float p10 = exp2f(fmaf(s[j][2], sl2, -L0)), p11 = exp2f(fmaf(s[j][3], sl2, -L1));
-				if (!full) {
-					const int qp = qb * ATTN_BLOCK + c;
-					const int qd0 = docs[qp], qd1 = docs[qp + 1];
-					if (!(krow0 <= qp && kd0 == qd0))
-						p00 = 0.f;
-					if (!(krow0 <= qp + 1 && kd0 == qd1))
-						p01 = 0.f;
-					if (!(krow1 <= qp && kd1 == qd0))
-						p10 = 0.f;
-					if (!(krow1 <= qp + 1 && kd1 == qd1))
-						p11 = 0.f;
-				}
-				s[j][0] = p00, s[j][1] = p01, s[j][2] = p10, s[j][3] = p11;
-				dp[j][0] = p00 * (dp[j][0] - D0);
-				dp[j][1] = p01 * (dp[j][1] - D1);
-				dp[j][2] = p10 * (dp[j][2] - D0);
-				dp[j][3] = p11 * (dp[j][3] - D1);
-			}
-			uint32_t pa[2][4], da[2][4];
+				const int qp = qb * ATTN_BLOCK + c;
+				int qd0 = 0, qd1 = 0;
+				if (!full)
+					qd0 = docs[qp], qd1 = docs[qp + 1];
 #pragma unroll
-			for (int kq = 0; kq < 2; kq++) {
-				pa[kq][0] = att_pack(s[2 * kq][0], s[2 * kq][1]);
-				pa[kq][1] = att_pack(s[2 * kq][2], s[2 * kq][3]);
-				pa[kq][2] = att_pack(s[2 * kq + 1][0], s[2 * kq + 1][1]);
-				pa[kq][3] = att_pack(s[2 * kq + 1][2], s[2 * kq + 1][3]);
-				da[kq][0] = att_pack(dp[2 * kq][0], dp[2 * kq][1]);
-				da[kq][1] = att_pack(dp[2 * kq][2], dp[2 * kq][3]);
-				da[kq][2] = att_pack(dp[2 * kq + 1][0], dp[2 * kq + 1][1]);
-				da[kq][3] = att_pack(dp[2 * kq + 1][2], dp[2 * kq + 1][3]);
-			}
-			/* dS^T of this warp's 16 keys into the slice's stage */
-			const int buf = (i * 4 + sub) & 1;
-			unsigned char *dst = smem + ATT_FUSED_DS + buf * 8192;
-			const uint32_t sDS = sK + ATT_FUSED_DS + buf * 8192;
-#pragma unroll
-			for (int kq = 0; kq < 2; kq++) {
-				const int r = warp * 16 + g, c0 = kq * 16 + 2 * t;
-				*reinterpret_cast<uint32_t *>(dst + ds_off(r, c0)) = da[kq][0];
-				*reinterpret_cast<uint32_t *>(dst + ds_off(r + 8, c0)) = da[kq][1];
-				*reinterpret_cast<uint32_t *>(dst + ds_off(r, c0 + 8)) = da[kq][2];
-				*reinterpret_cast<uint32_t *>(dst + ds_off(r + 8, c0 + 8)) = da[kq][3];
-			}
-#pragma unroll
-			for (int kq = 0; kq < 2; kq++) {
-#pragma unroll
-				for (int dd = 0; dd < 8; dd++) {
-					uint32_t b[4];
-					att_ldsm_t(b, sdY + fsw_v(lane, sub * 32 + kq * 16, dd * 16));
-					att_mma(dva[2 * dd], pa[kq], b[0], b[1]);
-					att_mma(dva[2 * dd + 1], pa[kq], b[2], b[3]);
-					att_ldsm_t(b, sQ + fsw_v(lane, sub * 32 + kq * 16, dd * 16));
-					att_mma(dka[2 * dd], da[kq], b[0], b[1]);
-					att_mma(dka[2 * dd + 1], da[kq], b[2], b[3]);
+				for (int mi = 0; mi < 2; mi++) {
+					float *sv = s[mi][j], *dv2 = dp[mi][j];
+					float p00 = exp2f(fmaf(sv[0], sl2, -L0)), p01 = exp2f(fmaf(sv[1], sl2, -L1));
+					float p10 = exp2f(fmaf(sv[2], sl2, -L0)), p11 = exp2f(fmaf(sv[3], sl2, -L1));
+					if (!full) {
+						const int k0 = krow + 16 * mi, k1 = k0 + 8;
+						if (!(k0 <= qp && kd[mi][0] == qd0))
+							p00 = 0.f;
+						if (!(k0 <= qp + 1 && kd[mi][0] == qd1))
+							p01 = 0.f;
+						if (!(k1 <= qp && kd[mi][1] == qd0))
+							p10 = 0.f;
+						if (!(k1 <= qp + 1 && kd[mi][1] == qd1))
+							p11 = 0.f;
+					}
+					sv[0] = p00, sv[1] = p01, sv[2] = p10, sv[3] = p11;
+					dv2[0] = p00 * (dv2[0] - D0);
+					dv2[1] = p01 * (dv2[1] - D1);
+					dv2[2] = p10 * (dv2[2] - D0);
+					dv2[3] = p11 * (dv2[3] - D1);
 				}
 			}
-			/* the previous query block's reductions complete before its flag */
-			if (sub == 0 && pend >= 0 && lane == 0) {
-				att_bulk_wait<0>();
-				att_fence_async_global();
-				__threadfence();
+			/* the stages are free once every warp is done with the previous
+			 * slice and this warp's bulk copy has read its dQ stage; at slice
+			 * 0 the previous query block's sums are complete (its flag) */
+			if (lane == 0) {
+				if (sl == 0 && pend >= 0) {
+					att_bulk_wait<0>();
+					att_fence_async_global();
+					__threadfence();
+				} else {
+					att_bulk_wait_read<0>();
+				}
 			}
-			__syncthreads(); /* the slice's dS^T is complete */
-			if (sub == 0 && tid == 0) {
+			__syncthreads();
+			if (sl == 0 && tid == 0) {
 				if (pend >= 0)
 					att_flag_release(semh + pend, pendv);
 				if (!first) {
@@ -274,68 +300,109 @@ attn_bwd_fused_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__rest
 						att_flag_store(semh + qb, 0);
 				}
 			}
-			if (sub == 0)
+			if (sl == 0)
 				pend = -1;
-			/* dQ[32 queries, 16 dims of this warp] = dS K */
-			float acc[2][2][4];
+			/* P^T and dS^T (bf16) of this warp's keys and queries */
 #pragma unroll
 			for (int mi = 0; mi < 2; mi++)
 #pragma unroll
-				for (int ni = 0; ni < 2; ni++)
-					acc[mi][ni][0] = acc[mi][ni][1] = acc[mi][ni][2] = acc[mi][ni][3] = 0.f;
+				for (int j = 0; j < 4; j++) {
+					const int r = 32 * kw + 16 * mi + g, c = qw * 32 + j * 8 + 2 * t;
+					*reinterpret_cast<uint32_t *>(gP + st_off(r, c)) =
+						att_pack(s[mi][j][0], s[mi][j][1]);
+					*reinterpret_cast<uint32_t *>(gP + st_off(r + 8, c)) =
+						att_pack(s[mi][j][2], s[mi][j][3]);
+					*reinterpret_cast<uint32_t *>(gS + st_off(r, c)) =
+						att_pack(dp[mi][j][0], dp[mi][j][1]);
+					*reinterpret_cast<uint32_t *>(gS + st_off(r + 8, c)) =
+						att_pack(dp[mi][j][2], dp[mi][j][3]);
+				}
+			__syncthreads();
+			/* dV += P^T dY, dK += dS^T Q: keys 32 kw.., dims 64 qw.. */
+#pragma unroll
+			for (int kq = 0; kq < 4; kq++) {
+				uint32_t ap0[4], ap1[4], ad0[4], ad1[4];
+				att_ldsm(ap0, stP + st_a(lane, 32 * kw, kq * 16));
+				att_ldsm(ap1, stP + st_a(lane, 32 * kw + 16, kq * 16));
+				att_ldsm(ad0, stS + st_a(lane, 32 * kw, kq * 16));
+				att_ldsm(ad1, stS + st_a(lane, 32 * kw + 16, kq * 16));
+#pragma unroll
+				for (int np = 0; np < 4; np++) {
+					uint32_t b[4];
+					att_ldsm_t(b, sdY + fsw_v(lane, sl * 64 + kq * 16, 64 * qw + np * 16));
+					att_mma(dva[0][2 * np], ap0, b[0], b[1]);
+					att_mma(dva[0][2 * np + 1], ap0, b[2], b[3]);
+					att_mma(dva[1][2 * np], ap1, b[0], b[1]);
+					att_mma(dva[1][2 * np + 1], ap1, b[2], b[3]);
+					att_ldsm_t(b, sQ + fsw_v(lane, sl * 64 + kq * 16, 64 * qw + np * 16));
+					att_mma(dka[0][2 * np], ad0, b[0], b[1]);
+					att_mma(dka[0][2 * np + 1], ad0, b[2], b[3]);
+					att_mma(dka[1][2 * np], ad1, b[0], b[1]);
+					att_mma(dka[1][2 * np + 1], ad1, b[2], b[3]);
+				}
+			}
+			/* dQ[queries 32 qw.. of the slice, dims 32 kw..] = dS K */
+			float acc[2][4][4];
+#pragma unroll
+			for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+				for (int nn = 0; nn < 4; nn++)
+					acc[mi][nn][0] = acc[mi][nn][1] = acc[mi][nn][2] = acc[mi][nn][3] = 0.f;
 #pragma unroll
 			for (int kk = 0; kk < 8; kk++) {
-				uint32_t a0[4], a1[4], b[4];
-				att_ldsm_t(a0, sDS + ds_a(lane, kk * 16, 0));
-				att_ldsm_t(a1, sDS + ds_a(lane, kk * 16, 16));
-				att_ldsm_t(b, sK + fsw_v(lane, kk * 16, warp * 16));
-				att_mma(acc[0][0], a0, b[0], b[1]);
-				att_mma(acc[0][1], a0, b[2], b[3]);
-				att_mma(acc[1][0], a1, b[0], b[1]);
-				att_mma(acc[1][1], a1, b[2], b[3]);
+				uint32_t a0[4], a1[4], b0[4], b1[4];
+				att_ldsm_t(a0, stS + st_at(lane, kk * 16, qw * 32));
+				att_ldsm_t(a1, stS + st_at(lane, kk * 16, qw * 32 + 16));
+				att_ldsm_t(b0, sK + fsw_v(lane, kk * 16, 32 * kw));
+				att_ldsm_t(b1, sK + fsw_v(lane, kk * 16, 32 * kw + 16));
+				att_mma(acc[0][0], a0, b0[0], b0[1]);
+				att_mma(acc[0][1], a0, b0[2], b0[3]);
+				att_mma(acc[0][2], a0, b1[0], b1[1]);
+				att_mma(acc[0][3], a0, b1[2], b1[3]);
+				att_mma(acc[1][0], a1, b0[0], b0[1]);
+				att_mma(acc[1][1], a1, b0[2], b0[3]);
+				att_mma(acc[1][2], a1, b1[0], b1[1]);
+				att_mma(acc[1][3], a1, b1[2], b1[3]);
 			}
-			if (sub == 0 && !first)
-				__syncthreads(); /* thread 0 holds the flag */
-			float *gacc = acc_base + (size_t)sub * 4096 + lane * 16;
+			__syncthreads(); /* the stages are read; thread 0 holds the flag */
+			float *gacc = acc_base + (size_t)sl * 8192 + lane * 32;
 			if (last) {
 				if (!first) {
 					att_fence_async_global();
 #pragma unroll
-					for (int f = 0; f < 4; f++) {
+					for (int f = 0; f < 8; f++) {
 						const float4 x = __ldcg(reinterpret_cast<const float4 *>(gacc) + f);
-						float *a = acc[f >> 1][f & 1];
+						float *a = acc[f >> 2][f & 3];
 						a[0] += x.x, a[1] += x.y, a[2] += x.z, a[3] += x.w;
 					}
 				}
 #pragma unroll
 				for (int mi = 0; mi < 2; mi++)
 #pragma unroll
-					for (int ni = 0; ni < 2; ni++) {
-						const size_t row = (size_t)qb * ATTN_BLOCK + sub * 32 + mi * 16 + g;
-						bf16 *o = dq + row * rs + hoff + warp * 16 + ni * 8 + 2 * t;
-						const float *a = acc[mi][ni];
+					for (int nn = 0; nn < 4; nn++) {
+						const size_t row =
+							(size_t)qb * ATTN_BLOCK + sl * 64 + qw * 32 + mi * 16 + g;
+						bf16 *o = dq + row * rs + hoff + 32 * kw + nn * 8 + 2 * t;
+						const float *a = acc[mi][nn];
 						*reinterpret_cast<uint32_t *>(o) =
 							att_pack(a[0] * ATT_SCALE, a[1] * ATT_SCALE);
 						*reinterpret_cast<uint32_t *>(o + 8 * rs) =
 							att_pack(a[2] * ATT_SCALE, a[3] * ATT_SCALE);
 					}
 			} else {
-				if (lane == 0)
-					att_bulk_wait_read<0>();
-				__syncwarp();
 #pragma unroll
-				for (int f = 0; f < 4; f++) {
-					const float *a = acc[f >> 1][f & 1];
+				for (int f = 0; f < 8; f++) {
+					const float *a = acc[f >> 2][f & 3];
 					*reinterpret_cast<float4 *>(wst + 16 * f) = make_float4(a[0], a[1], a[2], a[3]);
 				}
 				att_fence_async_smem();
 				__syncwarp();
 				if (lane == 0) {
-					float *gw = acc_base + (size_t)sub * 4096;
+					float *gw = acc_base + (size_t)sl * 8192;
 					if (first)
-						att_bulk_store(gw, sW, 2048);
+						att_bulk_store(gw, sW, 4096);
 					else
-						att_bulk_add(gw, sW, 2048);
+						att_bulk_add(gw, sW, 4096);
 					att_bulk_commit();
 				}
 			}
@@ -345,21 +412,26 @@ attn_bwd_fused_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__rest
 		__syncthreads();
 	}
 	att_cp_wait<0>();
-	if (pend >= 0) {
-		if (lane == 0) {
+	if (lane == 0) {
+		if (pend >= 0) {
 			att_bulk_wait<0>();
 			att_fence_async_global();
 			__threadfence();
+		} else {
+			att_bulk_wait_read<0>();
 		}
-		__syncthreads();
-		if (tid == 0)
-			att_flag_release(semh + pend, pendv);
 	}
+	__syncthreads();
+	if (pend >= 0 && tid == 0)
+		att_flag_release(semh + pend, pendv);
 
-	/* stage through the warp's own 16 rows of K (dk) and V (dv) */
-	const size_t orow = (size_t)(kb * ATTN_BLOCK + warp * 16) * rs + hoff;
-	att_store_rows_sw(dk + orow, rs, smem, warp * 16, dka, ATT_SCALE, lane);
-	att_store_rows_sw(dv + orow, rs, smem + ATT_SWTILEB, warp * 16, dva, 1.f, lane);
+	/* dk, dv staged through the K and V tiles (every warp is done with them) */
+	att_tile_put(smem, 32 * kw, 64 * qw, dka, ATT_SCALE, lane);
+	att_tile_put(smem + ATT_SWTILEB, 32 * kw, 64 * qw, dva, 1.f, lane);
+	__syncthreads();
+	const size_t orow = (size_t)kb * ATTN_BLOCK * rs + hoff;
+	att_tile_out(dk + orow, rs, smem, tid);
+	att_tile_out(dv + orow, rs, smem + ATT_SWTILEB, tid);
 }
 
 extern "C" int attn_backward(void *dq, void *dk, void *dv, const void *dy, const void *q,

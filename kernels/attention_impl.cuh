@@ -287,13 +287,14 @@ __global__ void attn_delta_kernel(float *__restrict__ delta, const bf16 *__restr
 #define ATT_DQ_SMEM (6 * ATT_TILEB)
 #define ATT_DKV_SMEM (6 * ATT_TILEB + 4 * ATTN_BLOCK * 4)
 /* fused backward (attention_bwd_fused.cu): 6 swizzled 32 KB tiles, lse and
- * delta (2 stages), two dS^T stages of 128 x 32 bf16, 8 warps' 2 KB dQ
- * stages, the CTA's ticket */
+ * delta (2 stages), the P^T and dS^T stages of a 64-query slice (128 x 64
+ * bf16 each; then 8 warps' 4 KB dQ stages in the same 32 KB), the CTA's
+ * ticket */
 #define ATT_SWTILEB (ATTN_BLOCK * 256)
 #define ATT_FUSED_VEC (6 * ATT_SWTILEB)
-#define ATT_FUSED_DS (ATT_FUSED_VEC + 4 * ATTN_BLOCK * 4)
-#define ATT_FUSED_DQ (ATT_FUSED_DS + 2 * 8192)
-#define ATT_FUSED_TICKET (ATT_FUSED_DQ + 8 * 2048)
+#define ATT_FUSED_ST (ATT_FUSED_VEC + 4 * ATTN_BLOCK * 4)
+#define ATT_FUSED_STB (ATTN_BLOCK * 64 * 2)
+#define ATT_FUSED_TICKET (ATT_FUSED_ST + 2 * ATT_FUSED_STB)
 #define ATT_FUSED_SMEM (ATT_FUSED_TICKET + 16)
 
 #endif
