@@ -39,13 +39,13 @@
  *                   qs, ks fp32 [T,H] (QK-norm scales), y [T,D] (attention
  *                   output), lse fp32 [H,T], rstd1 fp32 [T].
  * Training also keeps, per layer, h2 [T,D] (the MLP's norm output), act
- * [T,F] (relu^2 of u) and with attention qr, kr, vm [T,D] (rotated q, k;
- * mixed v): 2 T (L (D + F) + 3 A D) bytes more (9.3 GB for the record at
- * T = 65536), which spares the backward five passes over memory per layer
- * (GPT_CUDA_RECOMPUTE=1 recomputes them instead, as evaluation always
- * does). Recomputed in the backward (same kernels, same bits): the lambda
- * mix and attention's norm output; without the kept buffers also the
- * MLP's norm output, relu^2, the value mix, QK-norm + rotary.
+ * [T,F] (relu^2 of u) and with attention xm, h [T,D] (attention's norm
+ * input, the lambda mix, and its output) and qr, kr, vm [T,D] (rotated q,
+ * k; mixed v): 2 T (L (D + F) + 5 A D) bytes more (11.6 GB for the record
+ * at T = 65536; xm and h are 2.2 GB of it), which spares the backward
+ * recomputing them (GPT_CUDA_RECOMPUTE=1 recomputes them instead, as
+ * evaluation always does: same kernels, same bits): the lambda mix and
+ * the norms' outputs, relu^2, the value mix, QK-norm + rotary.
  * Shared: x0, xf (final residual), hf (final norm), the last encoder
  * output, the value-embedding lookups (one [T,D] per table); work buffers
  * xm, h, tmp, qr, kr, vm, dx, dh, dy, dq, dk, dv [T,D], big, du [T,F], dx0
@@ -101,8 +101,9 @@ struct gpu_layer {
 	/* activations */
 	uint16_t *res_in, *rmid, *u, *aq, *ak, *av, *y;
 	/* kept when training so the backward need not recompute them: the
-	 * MLP's norm output and relu^2; attention's rotated q, k and mixed v */
-	uint16_t *h2, *act, *qr, *kr, *vm;
+	 * MLP's norm output and relu^2; attention's norm input and output,
+	 * rotated q, k and mixed v */
+	uint16_t *h2, *act, *xm, *h, *qr, *kr, *vm;
 	float *rstd1, *rstd2, *qs, *ks, *lse;
 };
 
@@ -411,15 +412,16 @@ static int forward(struct cuda_engine *c, int Tp, int window, struct gpt_err *e)
 			mix_skip_forward(a->res_in, l == L / 2 ? c->skiplast : a->res_in,
 			                 skip_of(c, L - 1 - l), W32(c, c->i_skip) + j, n, s);
 		}
-		uint16_t *xm = attn ? c->xm : a->rmid;
+		uint16_t *xm = attn ? (a->xm ? a->xm : c->xm) : a->rmid;
 		mix_lambda_forward(xm, a->res_in, c->x0, W32(c, a->lam), n, s);
 		if (attn) {
+			uint16_t *h = a->h ? a->h : c->h;
 			prof_mark(c, PK_NORM);
-			rmsnorm_forward(c->h, a->rstd1, xm, NULL, 0, Tp, D, c->eps, s);
+			rmsnorm_forward(h, a->rstd1, xm, NULL, 0, Tp, D, c->eps, s);
 			prof_mark(c, PK_GEMM_FWD);
-			gemm_fwd(c->gm, a->aq, c->h, W16(c, a->q), Tp, D, D);
-			gemm_fwd(c->gm, a->ak, c->h, W16(c, a->k), Tp, D, D);
-			gemm_fwd(c->gm, a->av, c->h, W16(c, a->v), Tp, D, D);
+			gemm_fwd(c->gm, a->aq, h, W16(c, a->q), Tp, D, D);
+			gemm_fwd(c->gm, a->ak, h, W16(c, a->k), Tp, D, D);
+			gemm_fwd(c->gm, a->av, h, W16(c, a->v), Tp, D, D);
 			uint16_t *qr = a->qr ? a->qr : c->qr, *kr = a->kr ? a->kr : c->kr;
 			uint16_t *vm = a->vm ? a->vm : c->vm;
 			prof_mark(c, PK_ELEM);
@@ -497,17 +499,21 @@ static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
 		prof_mark(c, PK_NORM);
 		rmsnorm_backward(c->dx, 1, c->dh, NULL, a->rmid, NULL, 0, a->rstd2, Tp, D, s);
 		/* attention: dx is d loss / d rmid */
-		uint16_t *xm = a->rmid;
+		const uint16_t *xm = a->rmid;
 		if (attn) {
 			const uint16_t *ve = a->ve >= 0 ? c->ve_out[a->ve] : NULL;
-			xm = c->xm;
+			const uint16_t *h = a->h;
 			prof_mark(c, PK_GEMM_BWD);
 			gemm_bwd_dw(gm, G32(c, a->o), c->dx, a->y, Tp, D, D, 1.0f);
 			gemm_bwd_dx(gm, c->dyb, c->dx, W16(c, a->o), Tp, D, D, 0.0f);
-			prof_mark(c, PK_ELEM);
-			mix_lambda_forward(xm, a->res_in, c->x0, W32(c, a->lam), n, s);
-			prof_mark(c, PK_NORM);
-			rmsnorm_forward(c->h, NULL, xm, NULL, 0, Tp, D, c->eps, s);
+			xm = a->xm;
+			if (!xm) { /* norm input and output not kept: recompute */
+				prof_mark(c, PK_ELEM);
+				mix_lambda_forward(c->xm, a->res_in, c->x0, W32(c, a->lam), n, s);
+				prof_mark(c, PK_NORM);
+				rmsnorm_forward(c->h, NULL, c->xm, NULL, 0, Tp, D, c->eps, s);
+				xm = c->xm, h = c->h;
+			}
 			const uint16_t *qr = a->qr, *kr = a->kr, *vm = a->vm;
 			if (!vm) {
 				prof_mark(c, PK_ELEM);
@@ -536,9 +542,9 @@ static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
 			qk_norm_rotary_backward(c->dq, c->dk, c->dq, c->dk, a->aq, a->ak, a->qs, a->ks, D,
 			                        D, D, c->cos_t, c->sin_t, Tp, H, hd, c->nf, s);
 			prof_mark(c, PK_GEMM_BWD);
-			gemm_bwd_dw(gm, G32(c, a->q), c->dq, c->h, Tp, D, D, 1.0f);
-			gemm_bwd_dw(gm, G32(c, a->k), c->dk, c->h, Tp, D, D, 1.0f);
-			gemm_bwd_dw(gm, G32(c, a->v), c->dv, c->h, Tp, D, D, 1.0f);
+			gemm_bwd_dw(gm, G32(c, a->q), c->dq, h, Tp, D, D, 1.0f);
+			gemm_bwd_dw(gm, G32(c, a->k), c->dk, h, Tp, D, D, 1.0f);
+			gemm_bwd_dw(gm, G32(c, a->v), c->dv, h, Tp, D, D, 1.0f);
 			gemm_bwd_dx(gm, c->dh, c->dq, W16(c, a->q), Tp, D, D, 0.0f);
 			gemm_bwd_dx(gm, c->dh, c->dk, W16(c, a->k), Tp, D, D, 1.0f);
 			gemm_bwd_dx(gm, c->dh, c->dv, W16(c, a->v), Tp, D, D, 1.0f);
@@ -1209,6 +1215,8 @@ struct engine *engine_cuda_create(const struct gpt_config *cfg, const float *w, 
 		}
 		if (gpt_layer_attn(cfg, l)) {
 			if (keep) {
+				ALLOC(a->xm, TD);
+				ALLOC(a->h, TD);
 				ALLOC(a->qr, TD);
 				ALLOC(a->kr, TD);
 				ALLOC(a->vm, TD);
