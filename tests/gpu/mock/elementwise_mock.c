@@ -149,14 +149,14 @@ void mix_lambda_forward(uint16_t *o, const uint16_t *x, const uint16_t *x0, cons
 {
 	chk(n, o, x, x0);
 	for (size_t i = 0; i < n; i++)
-		o[i] = R(fmaf(l[1], B(x0[i]), l[0] * B(x[i])));
+		o[i] = R(fmaf(l[0], B(x[i]), l[1] * B(x0[i])));
 }
 void mix_value_forward(uint16_t *o, const uint16_t *v, const uint16_t *ve, const float *a, size_t n,
                        cudaStream_t s)
 {
 	chk(n, o, v, ve);
 	for (size_t i = 0; i < n; i++)
-		o[i] = R(ve ? fmaf(a[1], B(ve[i]), a[0] * B(v[i])) : a[0] * B(v[i]));
+		o[i] = R(ve ? fmaf(a[0], B(v[i]), a[1] * B(ve[i])) : a[0] * B(v[i]));
 }
 void mix_skip_forward(uint16_t *o, const uint16_t *x, const uint16_t *sk, const float *w, size_t n,
                       cudaStream_t s)
@@ -286,15 +286,16 @@ void rmsnorm_backward(uint16_t *dx, int acc, const uint16_t *dy, const float *dy
 			yh[i] = B(x[(size_t)r * D + i]) * rs;
 		}
 		for (int l = 0; l < 32; l++)
-			for (int c = l; c < nvec; c += 32)
+			for (int c = l; c < nvec; c += 32) { /* per-vector partials, added */
+				float p = 0;
 				for (int e = 0; e < 8; e++)
-					lane[l] = fmaf(g[8 * c + e], yh[8 * c + e], lane[l]);
+					p = fmaf(yh[8 * c + e], g[8 * c + e], p);
+				lane[l] += p;
+			}
 		float m = bfly(lane, 32) / (float)D;
 		for (int i = 0; i < D; i++) {
-			float o = rs * (g[i] - yh[i] * m);
-			if (acc)
-				o = B(dx[off + i]) + o;
-			dx[off + i] = R(o);
+			float d = fmaf(-m, yh[i], g[i]);
+			dx[off + i] = R(acc ? fmaf(rs, d, B(dx[off + i])) : rs * d);
 		}
 	}
 	free(g), free(yh);
