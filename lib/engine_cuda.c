@@ -57,6 +57,11 @@
  * last encoder's has one buffer), and the gradient flowing back through
  * decoder layer l's skip is stored over res_in[l], dead by then.
  *
+ * Fused passes (kernels/resnorm.cuh, the bits of the unfused launchers):
+ * the forward computes a layer's output sum rmid + MLP together with the
+ * next layer's U-net skip add, lambda mix and first norm (block_in), and
+ * attention's residual add together with the MLP's norm.
+ *
  * One stream, one gemm_ctx; micro() synchronises once at its end to read
  * the loss (one float); update() and zero_grad() only queue work. Every
  * kernel sums in a fixed order: two runs give identical bits.
@@ -89,6 +94,7 @@
 #include "muon.cuh"
 #include "qk_rotary.cuh"
 #include "relu2.cuh"
+#include "resnorm.cuh"
 #include "rmsnorm.cuh"
 
 #define PAD_ELEMS 64 /* padded table layout: tensors start at multiples of 64 elements */
@@ -380,9 +386,60 @@ static uint16_t *skip_of(struct cuda_engine *c, int enc)
 	return enc == c->L / 2 - 1 ? c->skiplast : c->lay[enc + 1].res_in;
 }
 
+/* Layer l's first norm: its input (the lambda mix) and output. With
+ * attention: attention's (kept per layer when training, else the shared
+ * work buffers); without, the MLP's (input rmid). */
+static uint16_t *norm_in(struct cuda_engine *c, int l)
+{
+	struct gpu_layer *a = &c->lay[l];
+	if (!gpt_layer_attn(&c->en.cfg, l))
+		return a->rmid;
+	return a->xm ? a->xm : c->xm;
+}
+static uint16_t *mlp_norm_out(struct cuda_engine *c, int l)
+{
+	return c->lay[l].h2 ? c->lay[l].h2 : c->h;
+}
+static uint16_t *norm_out(struct cuda_engine *c, int l)
+{
+	struct gpu_layer *a = &c->lay[l];
+	if (!gpt_layer_attn(&c->en.cfg, l))
+		return mlp_norm_out(c, l);
+	return a->h ? a->h : c->h;
+}
+static float *norm_rstd(struct cuda_engine *c, int l)
+{
+	return gpt_layer_attn(&c->en.cfg, l) ? c->lay[l].rstd1 : c->lay[l].rstd2;
+}
+
 /* ------------------------------------------------------------------------
  * Forward
  */
+
+/* The input side of layer l in one pass (block_input_forward): layer
+ * l-1's output prev + tmp (its MLP) into res_in[l] (or the last encoder's
+ * buffer), the U-net skip add of a decoder layer (in place over res_in[l];
+ * the sum before it is then not stored: dead), the lambda mix and the
+ * layer's first norm. Layer 0 (prev NULL) starts from x0. */
+static void block_in(struct cuda_engine *c, int l, const uint16_t *prev, int Tp)
+{
+	struct gpu_layer *a = &c->lay[l];
+	const int L = c->L;
+	uint16_t *out = l > 0 ? layer_out(c, l - 1) : NULL, *res = NULL;
+	const uint16_t *skip = NULL;
+	const float *w = NULL;
+	if (l >= L / 2) {
+		res = a->res_in;
+		skip = skip_of(c, L - 1 - l); /* the first decoder's: out itself */
+		w = W32(c, c->i_skip) + (l - L / 2);
+		if (out == res)
+			out = NULL;
+	}
+	block_input_forward(out, res, norm_in(c, l), norm_out(c, l), norm_rstd(c, l),
+	                    l > 0 ? prev : c->x0, l > 0 ? c->tmp : NULL, skip, w, c->x0,
+	                    W32(c, a->lam), Tp, c->D, c->eps, c->s);
+}
+
 static int forward(struct cuda_engine *c, int Tp, int window, struct gpt_err *e)
 {
 	const int D = c->D, F = c->F, V = c->V, H = c->H, hd = c->hd, L = c->L;
@@ -403,21 +460,15 @@ static int forward(struct cuda_engine *c, int Tp, int window, struct gpt_err *e)
 	prof_mark(c, PK_MASK);
 	if (c->has_attn && attn_mask_build(&c->mask, c->tok, Tp, window, (uint32_t)c->en.cfg.eot, s, e))
 		return -1;
+	prof_mark(c, PK_NORM);
+	block_in(c, 0, NULL, Tp);
 	for (int l = 0; l < L; l++) {
 		struct gpu_layer *a = &c->lay[l];
 		int attn = gpt_layer_attn(&c->en.cfg, l);
-		prof_mark(c, PK_ELEM);
-		if (l >= L / 2) {
-			int j = l - L / 2;
-			mix_skip_forward(a->res_in, l == L / 2 ? c->skiplast : a->res_in,
-			                 skip_of(c, L - 1 - l), W32(c, c->i_skip) + j, n, s);
-		}
-		uint16_t *xm = attn ? (a->xm ? a->xm : c->xm) : a->rmid;
-		mix_lambda_forward(xm, a->res_in, c->x0, W32(c, a->lam), n, s);
+		/* on entry: the layer's input (res_in), its lambda mix and first
+		 * norm (block_in; without attention that is the MLP's norm) */
 		if (attn) {
-			uint16_t *h = a->h ? a->h : c->h;
-			prof_mark(c, PK_NORM);
-			rmsnorm_forward(h, a->rstd1, xm, NULL, 0, Tp, D, c->eps, s);
+			uint16_t *xm = norm_in(c, l), *h = norm_out(c, l);
 			prof_mark(c, PK_GEMM_FWD);
 			gemm_fwd(c->gm, a->aq, h, W16(c, a->q), Tp, D, D);
 			gemm_fwd(c->gm, a->ak, h, W16(c, a->k), Tp, D, D);
@@ -435,23 +486,24 @@ static int forward(struct cuda_engine *c, int Tp, int window, struct gpt_err *e)
 				return -1;
 			prof_mark(c, PK_GEMM_FWD);
 			gemm_fwd(c->gm, c->tmp, a->y, W16(c, a->o), Tp, D, D);
-			prof_mark(c, PK_ELEM);
-			residual_add(a->rmid, xm, c->tmp, n, s);
+			prof_mark(c, PK_NORM); /* rmid = xm + attention; the MLP's norm */
+			residual_rmsnorm_forward(a->rmid, mlp_norm_out(c, l), a->rstd2, xm, c->tmp, Tp, D,
+			                         c->eps, s);
 		}
-		uint16_t *h2 = a->h2 ? a->h2 : c->h, *act = a->act ? a->act : c->big;
-		prof_mark(c, PK_NORM);
-		rmsnorm_forward(h2, a->rstd2, a->rmid, NULL, 0, Tp, D, c->eps, s);
+		uint16_t *act = a->act ? a->act : c->big;
 		prof_mark(c, PK_GEMM_FWD);
-		gemm_fwd(c->gm, a->u, h2, W16(c, a->fc), Tp, F, D);
+		gemm_fwd(c->gm, a->u, mlp_norm_out(c, l), W16(c, a->fc), Tp, F, D);
 		prof_mark(c, PK_ELEM);
 		relu2_forward(act, a->u, (size_t)Tp * F, s);
 		prof_mark(c, PK_GEMM_FWD);
 		gemm_fwd(c->gm, c->tmp, act, W16(c, a->proj), Tp, D, F);
-		prof_mark(c, PK_ELEM);
-		residual_add(layer_out(c, l), a->rmid, c->tmp, n, s);
+		prof_mark(c, PK_NORM); /* the layer's output = rmid + MLP, and the next input side */
+		if (l + 1 < L)
+			block_in(c, l + 1, a->rmid, Tp);
+		else
+			residual_rmsnorm_forward(c->xf, c->hf, c->rstdf, a->rmid, c->tmp, Tp, D, c->eps,
+			                         s);
 	}
-	prof_mark(c, PK_NORM);
-	rmsnorm_forward(c->hf, c->rstdf, c->xf, NULL, 0, Tp, D, c->eps, s);
 	return 0;
 }
 

@@ -29,6 +29,11 @@
  *                    fp32 -> bf16 cast
  *   mix_bwd          outputs, scalar gradients (added to what was there),
  *                    bitwise repeatable, in place
+ *   resnorm_fwd      residual_rmsnorm_forward, block_input_forward in the
+ *                    engine's five uses (layer 0, encoder, first decoder
+ *                    with skip == out, decoder, attention's residual):
+ *                    every output bitwise equal to the unfused launchers in
+ *                    sequence, over the norm's register and two-pass paths
  *   embedding_fwd    4 tables at once, bitwise copies, bad token -> NaN row
  *   embedding_bwd    fp32 and bf16 gradients, a token repeated 10,000 times
  *                    (EOT), one token 65,536 times, T = 1, strided dy, bad
@@ -54,6 +59,7 @@
 #include "parallel.h"
 #include "qk_rotary.cuh"
 #include "relu2.cuh"
+#include "resnorm.cuh"
 #include "rmsnorm.cuh"
 
 #define EPS_RECORD 0.0078125f /* 2^-7, spec 4.1 */
@@ -1234,6 +1240,188 @@ START_TEST(mix_bwd)
 END_TEST
 
 /* ------------------------------------------------------------------------
+ * Fused residual stream + norms (resnorm.cuh) against the unfused
+ * launchers in sequence on the same device: the same bits.
+ */
+enum { RF_RESIDUAL, RF_FIRST, RF_ENCODER, RF_DECODER, RF_FIRST_DECODER, RF_INPLACE, RF_N };
+static const char *const rf_names[RF_N] = {
+	"residual_rmsnorm_forward", "block_input_forward layer 0 (a = x0)",
+	"block_input_forward encoder", "block_input_forward decoder (out not kept)",
+	"block_input_forward first decoder (skip = out)", "residual_rmsnorm_forward in place",
+};
+
+/* Device buffers of one side (fused or unfused) of a forward case. */
+struct rf_side {
+	uint16_t *out, *res, *xm, *h;
+	float *rstd;
+};
+
+static void rf_side_alloc(struct rf_side *d, size_t n, int T)
+{
+	d->out = dmalloc(2 * n), d->res = dmalloc(2 * n), d->xm = dmalloc(2 * n);
+	d->h = dmalloc(2 * n), d->rstd = dmalloc(4 * (size_t)T);
+}
+static void rf_side_poison(struct rf_side *d, size_t n, int T)
+{
+	dpoison(d->out, 2 * n), dpoison(d->res, 2 * n), dpoison(d->xm, 2 * n);
+	dpoison(d->h, 2 * n), dpoison(d->rstd, 4 * (size_t)T);
+}
+static void rf_side_free(struct rf_side *d)
+{
+	dfree(d->out), dfree(d->res), dfree(d->xm), dfree(d->h), dfree(d->rstd);
+}
+
+/* Inputs a (the stream: rmid or x0), b (the sublayer's output), skip, x0. */
+struct rf_in {
+	uint16_t *a, *b, *skip, *x0;
+	float *w, *lam;
+};
+
+static void rf_fused(int mode, const struct rf_in *in, struct rf_side *d, int T, int D)
+{
+	switch (mode) {
+	case RF_RESIDUAL:
+		residual_rmsnorm_forward(d->out, d->h, d->rstd, in->a, in->b, T, D, EPS_RECORD, 0);
+		break;
+	case RF_FIRST:
+		block_input_forward(NULL, NULL, d->xm, d->h, d->rstd, in->x0, NULL, NULL, NULL, in->x0,
+		                    in->lam, T, D, EPS_RECORD, 0);
+		break;
+	case RF_ENCODER:
+		block_input_forward(d->out, NULL, d->xm, d->h, d->rstd, in->a, in->b, NULL, NULL, in->x0,
+		                    in->lam, T, D, EPS_RECORD, 0);
+		break;
+	case RF_DECODER:
+		block_input_forward(NULL, d->res, d->xm, d->h, d->rstd, in->a, in->b, in->skip, in->w,
+		                    in->x0, in->lam, T, D, EPS_RECORD, 0);
+		break;
+	case RF_FIRST_DECODER:
+		block_input_forward(d->out, d->res, d->xm, d->h, d->rstd, in->a, in->b, d->out, in->w,
+		                    in->x0, in->lam, T, D, EPS_RECORD, 0);
+		break;
+	default: /* r over a (a copy of a in d->out) */
+		residual_rmsnorm_forward(d->out, d->h, d->rstd, d->out, in->b, T, D, EPS_RECORD, 0);
+		break;
+	}
+}
+
+static void rf_unfused(int mode, const struct rf_in *in, struct rf_side *d, int T, int D)
+{
+	const size_t n = (size_t)T * D;
+	const uint16_t *nin = d->xm;
+	switch (mode) {
+	case RF_RESIDUAL:
+	case RF_INPLACE:
+		residual_add(d->out, mode == RF_INPLACE ? d->out : in->a, in->b, n, 0);
+		nin = d->out;
+		break;
+	case RF_FIRST: mix_lambda_forward(d->xm, in->x0, in->x0, in->lam, n, 0); break;
+	case RF_ENCODER:
+		residual_add(d->out, in->a, in->b, n, 0);
+		mix_lambda_forward(d->xm, d->out, in->x0, in->lam, n, 0);
+		break;
+	case RF_DECODER:
+		residual_add(d->res, in->a, in->b, n, 0);
+		mix_skip_forward(d->res, d->res, in->skip, in->w, n, 0);
+		mix_lambda_forward(d->xm, d->res, in->x0, in->lam, n, 0);
+		break;
+	default:
+		residual_add(d->out, in->a, in->b, n, 0);
+		mix_skip_forward(d->res, d->out, d->out, in->w, n, 0);
+		mix_lambda_forward(d->xm, d->res, in->x0, in->lam, n, 0);
+		break;
+	}
+	rmsnorm_forward(d->h, d->rstd, nin, NULL, 0, T, D, EPS_RECORD, 0);
+}
+
+static void rf_compare(const char *what, const void *dev_f, const void *dev_u, size_t bytes,
+                       void *hf, void *hu)
+{
+	download(hf, dev_f, bytes);
+	download(hu, dev_u, bytes);
+	check_same(what, hf, hu, bytes);
+}
+
+static void resnorm_fwd_case(int T, int D, int bench)
+{
+	const size_t n = (size_t)T * D;
+	uint16_t *a = xmalloc(2 * n), *b = xmalloc(2 * n), *sk = xmalloc(2 * n), *x0 = xmalloc(2 * n);
+	uint16_t *hf = xmalloc(2 * n), *hu = xmalloc(2 * n);
+	fill_bf16(a, n, "rf.a", -2, 2);
+	fill_bf16(b, n, "rf.b", -1, 1);
+	fill_bf16(sk, n, "rf.skip", -2, 2);
+	fill_bf16(x0, n, "rf.x0", -2, 2);
+	scale_rows(a, (size_t)T, (size_t)D, "rf.ascale"); /* norms of every size, eps too */
+	scale_rows(b, (size_t)T, (size_t)D, "rf.bscale");
+	uint64_t s = seed_of("rf.coef");
+	float lam[2] = {(float)(0.5 + u01(&s)), (float)(2 * u01(&s) - 1)};
+	float w = (float)(0.5 + u01(&s));
+	struct rf_in in = {dcopy(a, 2 * n), dcopy(b, 2 * n), dcopy(sk, 2 * n), dcopy(x0, 2 * n),
+	                   dscalars(&w, 1), dscalars(lam, 2)};
+	struct rf_side df, du;
+	rf_side_alloc(&df, n, T);
+	rf_side_alloc(&du, n, T);
+	for (int mode = 0; mode < RF_N; mode++) {
+		rf_side_poison(&df, n, T);
+		rf_side_poison(&du, n, T);
+		if (mode == RF_INPLACE) {
+			upload(df.out, a, 2 * n);
+			upload(du.out, a, 2 * n);
+		}
+		rf_fused(mode, &in, &df, T, D);
+		rf_unfused(mode, &in, &du, T, D);
+		dsync();
+		const int has_out = mode != RF_FIRST && mode != RF_DECODER;
+		const int has_res = mode == RF_DECODER || mode == RF_FIRST_DECODER;
+		const int has_xm = mode != RF_RESIDUAL && mode != RF_INPLACE;
+		say("  %s [%d x %d]\n", rf_names[mode], T, D);
+		if (has_out)
+			rf_compare("    sum (out / r)", df.out, du.out, 2 * n, hf, hu);
+		if (has_res)
+			rf_compare("    after the skip (res)", df.res, du.res, 2 * n, hf, hu);
+		if (has_xm)
+			rf_compare("    lambda mix (xm)", df.xm, du.xm, 2 * n, hf, hu);
+		rf_compare("    norm output (h)", df.h, du.h, 2 * n, hf, hu);
+		rf_compare("    rstd", df.rstd, du.rstd, 4 * (size_t)T, hf, hu);
+		if (!has_out) { /* nothing written where nothing was asked */
+			download(hf, df.out, 2 * n);
+			check_untouched("    out (not asked for)", hf, (size_t)T, (size_t)D, 0, (size_t)D);
+		}
+	}
+	if (bench) {
+		BENCH("residual_rmsnorm_forward", 8.0 * n + 4.0 * T,
+		      rf_fused(RF_RESIDUAL, &in, &df, T, D));
+		BENCH("  unfused: residual_add + rmsnorm_forward", 10.0 * n + 4.0 * T,
+		      rf_unfused(RF_RESIDUAL, &in, &du, T, D));
+		BENCH("block_input_forward decoder", 14.0 * n + 4.0 * T,
+		      rf_fused(RF_DECODER, &in, &df, T, D));
+		BENCH("  unfused: add + skip + lambda + rmsnorm", 22.0 * n + 4.0 * T,
+		      rf_unfused(RF_DECODER, &in, &du, T, D));
+		BENCH("block_input_forward encoder", 12.0 * n + 4.0 * T,
+		      rf_fused(RF_ENCODER, &in, &df, T, D));
+		BENCH("  unfused: add + lambda + rmsnorm", 16.0 * n + 4.0 * T,
+		      rf_unfused(RF_ENCODER, &in, &du, T, D));
+	}
+	rf_side_free(&df);
+	rf_side_free(&du);
+	dfree(in.a), dfree(in.b), dfree(in.skip), dfree(in.x0), dfree(in.w), dfree(in.lam);
+	free(a), free(b), free(sk), free(x0), free(hf), free(hu);
+}
+
+START_TEST(resnorm_fwd)
+{
+	resnorm_fwd_case(1, 768, 0);
+	resnorm_fwd_case(3, 8, 0);
+	resnorm_fwd_case(33, 136, 0);   /* 17 vectors: part of a warp */
+	resnorm_fwd_case(100, 1024, 0); /* NV = 4 */
+	resnorm_fwd_case(64, 2048, 0);  /* NV = 8, the last in registers */
+	resnorm_fwd_case(9, 2056, 0);   /* the two-pass path */
+	resnorm_fwd_case(65536, 768, 1);
+	ASSERT_ALL_PASSED();
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
  * Embedding
  */
 /* T tokens below V; token rep_tok at rep random distinct positions (and
@@ -1488,6 +1676,25 @@ START_TEST(bad_args_embedding)
 END_TEST
 START_TEST(bad_args_align) { residual_add((uint16_t *)18, (uint16_t *)16, (uint16_t *)16, 8, 0); }
 END_TEST
+START_TEST(bad_args_resnorm_shape)
+{
+	residual_rmsnorm_forward((uint16_t *)16, (uint16_t *)16, NULL, (uint16_t *)16,
+	                         (uint16_t *)16, 4, 12, 1e-3f, 0);
+}
+END_TEST
+START_TEST(bad_args_resnorm_align)
+{
+	block_input_forward(NULL, NULL, (uint16_t *)16, (uint16_t *)24, NULL, (uint16_t *)16, NULL,
+	                    NULL, NULL, (uint16_t *)16, (float *)16, 4, 8, 1e-3f, 0);
+}
+END_TEST
+START_TEST(bad_args_resnorm_skip) /* a skip needs res and w */
+{
+	block_input_forward(NULL, NULL, (uint16_t *)16, (uint16_t *)16, NULL, (uint16_t *)16,
+	                    (uint16_t *)16, (uint16_t *)16, NULL, (uint16_t *)16, (float *)16, 4, 8,
+	                    1e-3f, 0);
+}
+END_TEST
 
 static Suite *gpu_elementwise_suite(void)
 {
@@ -1504,6 +1711,7 @@ static Suite *gpu_elementwise_suite(void)
 	} cases[] = {{"relu2", relu2},           {"rmsnorm_fwd", rmsnorm_fwd},
 	             {"rmsnorm_bwd", rmsnorm_bwd}, {"qk_rotary", qk_rotary},
 	             {"mix_fwd", mix_fwd},       {"mix_bwd", mix_bwd},
+	             {"resnorm_fwd", resnorm_fwd},
 	             {"embedding_fwd", embedding_fwd}, {"embedding_bwd", embedding_bwd}};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		TCase *tc = tcase_create(cases[i].name);
@@ -1517,6 +1725,9 @@ static Suite *gpu_elementwise_suite(void)
 	tcase_add_exit_test(ta, bad_args_qk, 1);
 	tcase_add_exit_test(ta, bad_args_embedding, 1);
 	tcase_add_exit_test(ta, bad_args_align, 1);
+	tcase_add_exit_test(ta, bad_args_resnorm_shape, 1);
+	tcase_add_exit_test(ta, bad_args_resnorm_align, 1);
+	tcase_add_exit_test(ta, bad_args_resnorm_skip, 1);
 	suite_add_tcase(s, ta);
 	return s;
 }

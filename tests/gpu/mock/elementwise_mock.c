@@ -1,12 +1,14 @@
 /*
  * elementwise_mock.c - host emulation of the CUDA runtime calls and of the
- * launchers of kernels/{embedding,rmsnorm,qk_rotary,relu2,mix}.cuh, so that
+ * launchers of kernels/{embedding,rmsnorm,qk_rotary,relu2,mix,resnorm}.cuh, so that
  * tests/gpu/gpu_elementwise.c (its references, tolerances, layouts,
  * poisoning and determinism checks) can run on a machine without a GPU.
  * "Device" memory is host memory; each launcher runs the kernel's
  * algorithm on the CPU in the kernel's fp32 order (per-lane partial sums,
- * butterflies, FMAs, the embedding backward's windows and partials). It
- * says nothing about the CUDA code itself: only a GPU run does.
+ * butterflies, FMAs, the embedding backward's windows and partials); the
+ * fused launchers of resnorm.cuh run the unfused ones in sequence, which is
+ * their contract. It says nothing about the CUDA code itself: only a GPU
+ * run does.
  * Build and run: tests/gpu/mock/run-elementwise.sh (after make).
  */
 #include <math.h>
@@ -20,6 +22,7 @@
 #include "mix.cuh"
 #include "qk_rotary.cuh"
 #include "relu2.cuh"
+#include "resnorm.cuh"
 #include "rmsnorm.cuh"
 
 cudaError_t cudaMalloc(void **p, size_t n)
@@ -299,6 +302,49 @@ void rmsnorm_backward(uint16_t *dx, int acc, const uint16_t *dy, const float *dy
 		}
 	}
 	free(g), free(yh);
+}
+
+/* resnorm.cuh: the unfused launchers in sequence */
+static void rn_chk(const char *fn, int T, int D, const void *const *p, int np)
+{
+	REQ(T >= 0 && D > 0 && D % 8 == 0, "%s: bad shape T = %d, D = %d", fn, T, D);
+	for (int i = 0; i < np; i++)
+		REQ(!p[i] || al(p[i]), "%s: tensor argument %d is not 16-byte aligned", fn, i);
+}
+void residual_rmsnorm_forward(uint16_t *r, uint16_t *y, float *rstd, const uint16_t *a,
+                              const uint16_t *b, int T, int D, float eps, cudaStream_t s)
+{
+	const void *p[] = {r, y, a, b};
+	rn_chk(__func__, T, D, p, 4);
+	REQ(r && y && a && b, "residual_rmsnorm_forward: NULL tensor");
+	residual_add(r, a, b, (size_t)T * D, s);
+	rmsnorm_forward(y, rstd, r, NULL, 0, T, D, eps, s);
+}
+void block_input_forward(uint16_t *out, uint16_t *res, uint16_t *xm, uint16_t *h, float *rstd,
+                         const uint16_t *a, const uint16_t *b, const uint16_t *skip,
+                         const float *w, const uint16_t *x0, const float *lam, int T, int D,
+                         float eps, cudaStream_t s)
+{
+	const void *p[] = {out, res, xm, h, a, b, skip, x0};
+	rn_chk(__func__, T, D, p, 8);
+	REQ(xm && h && a && x0 && lam && (!out || b) && !skip == !res && !skip == !w,
+	    "block_input_forward: bad arguments");
+	const size_t n = (size_t)T * D;
+	const uint16_t *o = a;
+	uint16_t *tmp = NULL;
+	if (b) {
+		uint16_t *dst = out ? out : (tmp = malloc(2 * (n ? n : 1)));
+		residual_add(dst, a, b, n, s);
+		o = dst;
+	}
+	const uint16_t *r = o;
+	if (skip) { /* skip == out: o itself */
+		mix_skip_forward(res, o, skip, w, n, s);
+		r = res;
+	}
+	mix_lambda_forward(xm, r, x0, lam, n, s);
+	rmsnorm_forward(h, rstd, xm, NULL, 0, T, D, eps, s);
+	free(tmp);
 }
 
 static void qk_one(int bwd, uint16_t *out, float *rout, const uint16_t *in, const uint16_t *xin,
