@@ -60,7 +60,10 @@
  * Fused passes (kernels/resnorm.cuh, the bits of the unfused launchers):
  * the forward computes a layer's output sum rmid + MLP together with the
  * next layer's U-net skip add, lambda mix and first norm (block_in), and
- * attention's residual add together with the MLP's norm.
+ * attention's residual add together with the MLP's norm; the backward
+ * computes a layer's first norm's backward together with the lambda mix's,
+ * the U-net skip's and the add of the skip gradient into the previous
+ * (encoder) layer's output gradient (block_in_backward).
  *
  * One stream, one gemm_ctx; micro() synchronises once at its end to read
  * the loss (one float); update() and zero_grad() only queue work. Every
@@ -510,6 +513,26 @@ static int forward(struct cuda_engine *c, int Tp, int window, struct gpt_err *e)
 /* ------------------------------------------------------------------------
  * Backward: on entry dh holds d loss / d hf (rows >= T zero).
  */
+
+/* The backward of layer l's input side in one pass (block_input_backward),
+ * with dh = d loss / d (its first norm's output), xm and rstd that norm's
+ * input and scale: the norm's backward added to dx, the lambda mix's (dx
+ * becomes d loss / d res_in; x0's share into dx0), a decoder's U-net skip
+ * (its gradient stored over res_in[l], dead by then) and, when layer l-1
+ * is an encoder, the skip gradient it adds to its output's: decoder layer
+ * L-l's, stored over res_in[L-l] (for l = L/2 the one this pass makes). */
+static void block_in_backward(struct cuda_engine *c, int l, const uint16_t *xm, const float *rstd,
+                              int Tp)
+{
+	struct gpu_layer *a = &c->lay[l];
+	const int L = c->L, dec = l >= L / 2, j = l - L / 2;
+	block_input_backward(c->dx, c->dx0, G32(c, a->lam), dec ? a->res_in : NULL,
+	                     dec ? G32(c, c->i_skip) + j : NULL, c->dh, xm, rstd, a->res_in, c->x0,
+	                     W32(c, a->lam), dec ? skip_of(c, L - 1 - l) : NULL,
+	                     dec ? W32(c, c->i_skip) + j : NULL,
+	                     l >= 1 && l <= L / 2 ? c->lay[L - l].res_in : NULL, Tp, c->D,
+	                     c->mixwork, c->s);
+}
 static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
 {
 	const int D = c->D, F = c->F, V = c->V, H = c->H, hd = c->hd, L = c->L;
@@ -524,11 +547,9 @@ static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
 	for (int l = L - 1; l >= 0; l--) {
 		struct gpu_layer *a = &c->lay[l];
 		int attn = gpt_layer_attn(&c->en.cfg, l);
-		/* dx: d loss / d (layer output); encoders add what their skip received */
-		prof_mark(c, PK_ELEM);
-		if (l < L / 2)
-			residual_add(c->dx, c->dx, c->lay[L - 1 - l].res_in, n, s);
-		/* MLP (norm output and relu^2 kept by the forward, or recomputed) */
+		/* dx: d loss / d (layer output), with what an encoder's skip
+		 * received (added by layer l+1's block_in_backward). MLP (norm
+		 * output and relu^2 kept by the forward, or recomputed) */
 		const uint16_t *h2 = a->h2, *act = a->act;
 		if (!h2) {
 			prof_mark(c, PK_NORM);
@@ -548,12 +569,13 @@ static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
 		prof_mark(c, PK_GEMM_BWD);
 		gemm_bwd_dw(gm, G32(c, a->fc), c->du, h2, Tp, F, D, 1.0f);
 		gemm_bwd_dx(gm, c->dh, c->du, W16(c, a->fc), Tp, F, D, 0.0f);
-		prof_mark(c, PK_NORM);
-		rmsnorm_backward(c->dx, 1, c->dh, NULL, a->rmid, NULL, 0, a->rstd2, Tp, D, s);
-		/* attention: dx is d loss / d rmid */
+		/* the layer's first norm: the MLP's without attention */
 		const uint16_t *xm = a->rmid;
-		if (attn) {
+		const float *rstd = a->rstd2;
+		if (attn) { /* dx becomes d loss / d rmid */
 			const uint16_t *ve = a->ve >= 0 ? c->ve_out[a->ve] : NULL;
+			prof_mark(c, PK_NORM);
+			rmsnorm_backward(c->dx, 1, c->dh, NULL, a->rmid, NULL, 0, a->rstd2, Tp, D, s);
 			const uint16_t *h = a->h;
 			prof_mark(c, PK_GEMM_BWD);
 			gemm_bwd_dw(gm, G32(c, a->o), c->dx, a->y, Tp, D, D, 1.0f);
@@ -600,18 +622,10 @@ static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
 			gemm_bwd_dx(gm, c->dh, c->dq, W16(c, a->q), Tp, D, D, 0.0f);
 			gemm_bwd_dx(gm, c->dh, c->dk, W16(c, a->k), Tp, D, D, 1.0f);
 			gemm_bwd_dx(gm, c->dh, c->dv, W16(c, a->v), Tp, D, D, 1.0f);
-			prof_mark(c, PK_NORM);
-			rmsnorm_backward(c->dx, 1, c->dh, NULL, xm, NULL, 0, a->rstd1, Tp, D, s);
+			rstd = a->rstd1;
 		}
-		prof_mark(c, PK_ELEM);
-		/* lambda mix: dx becomes d loss / d res_in; x0's share into dx0 */
-		mix_lambda_backward(c->dx, c->dx0, G32(c, a->lam), c->dx, a->res_in, c->x0,
-		                    W32(c, a->lam), n, c->mixwork, s);
-		if (l >= L / 2) { /* U-net skip: its gradient over res_in[l], dead now */
-			int j = l - L / 2;
-			mix_skip_backward(a->res_in, G32(c, c->i_skip) + j, c->dx, skip_of(c, L - 1 - l),
-			                  W32(c, c->i_skip) + j, n, c->mixwork, s);
-		}
+		prof_mark(c, PK_NORM);
+		block_in_backward(c, l, xm, rstd, Tp);
 		reduce_async(c, c->blk_lo[l], c->blk_hi[l]); /* layer l's gradient is final */
 	}
 	/* x0 = norm(embed[tokens]): dx (layer 0's input) + dx0 (the lambda mixes) */
@@ -1307,7 +1321,9 @@ struct engine *engine_cuda_create(const struct gpt_config *cfg, const float *w, 
 		ALLOC(c->dv, TD);
 		ALLOC(c->du, TF);
 		ALLOC(c->dx0, sizeof(float) * T * D);
-		ALLOC(c->mixwork, mix_work_bytes(T * D));
+		ALLOC(c->mixwork, mix_work_bytes(T * D) > block_input_work_bytes((int)T, (int)D)
+		                      ? mix_work_bytes(T * D)
+		                      : block_input_work_bytes((int)T, (int)D));
 	}
 	ALLOC(c->tok, sizeof(uint32_t) * T);
 	ALLOC(c->tgt, sizeof(uint32_t) * T);

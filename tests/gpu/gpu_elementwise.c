@@ -34,6 +34,12 @@
  *                    with skip == out, decoder, attention's residual):
  *                    every output bitwise equal to the unfused launchers in
  *                    sequence, over the norm's register and two-pass paths
+ *   resnorm_bwd      block_input_backward in the engine's four uses (layer
+ *                    0, encoder, first decoder with add == dskip over res,
+ *                    decoder) and with every input apart: every output and
+ *                    scalar gradient bitwise equal to rmsnorm_backward +
+ *                    mix_lambda_backward + mix_skip_backward + residual_add,
+ *                    rows across tiles, rows longer than a tile
  *   embedding_fwd    4 tables at once, bitwise copies, bad token -> NaN row
  *   embedding_bwd    fp32 and bf16 gradients, a token repeated 10,000 times
  *                    (EOT), one token 65,536 times, T = 1, strided dy, bad
@@ -1421,6 +1427,173 @@ START_TEST(resnorm_fwd)
 }
 END_TEST
 
+/* Backward: block_input_backward against the unfused launchers. */
+enum { RB_FIRST, RB_ENCODER, RB_FIRST_DECODER, RB_DECODER, RB_APART, RB_N };
+static const char *const rb_names[RB_N] = {
+	"block_input_backward layer 0", "block_input_backward encoder (+ skip gradient)",
+	"block_input_backward first decoder (add = dskip over res)",
+	"block_input_backward decoder (dskip over res)",
+	"block_input_backward skip and add apart",
+};
+
+/* One side's device state: dx, dx0, res (dskip may be written over it), a
+ * dskip of its own, the scalar gradients (lambdas 0..1, skip 2). */
+struct rb_side {
+	uint16_t *dx, *res, *dskip;
+	float *dx0, *g;
+	void *work;
+};
+
+struct rb_in {
+	const uint16_t *dx, *res;      /* host: initial values */
+	const float *dx0, *g;
+	uint16_t *dh, *xm, *x0, *skip, *add; /* device inputs */
+	float *rstd, *lam, *w;
+};
+
+static void rb_reset(struct rb_side *d, const struct rb_in *in, size_t n)
+{
+	upload(d->dx, in->dx, 2 * n);
+	upload(d->res, in->res, 2 * n);
+	upload(d->dx0, in->dx0, 4 * n);
+	upload(d->g, in->g, 3 * sizeof(float));
+	dpoison(d->dskip, 2 * n);
+}
+
+/* Pointers of a mode: dskip (NULL, d->res or d->dskip) and add. */
+static void rb_ptrs(int mode, struct rb_side *d, const struct rb_in *in, uint16_t **dskip,
+                    const uint16_t **add)
+{
+	*dskip = mode == RB_FIRST_DECODER || mode == RB_DECODER ? d->res
+	         : mode == RB_APART                               ? d->dskip
+	                                                          : NULL;
+	*add = mode == RB_ENCODER || mode == RB_APART ? in->add
+	       : mode == RB_FIRST_DECODER             ? d->res
+	                                              : NULL;
+}
+
+static void rb_fused(int mode, struct rb_side *d, const struct rb_in *in, int T, int D)
+{
+	uint16_t *dskip;
+	const uint16_t *add;
+	rb_ptrs(mode, d, in, &dskip, &add);
+	block_input_backward(d->dx, d->dx0, d->g, dskip, dskip ? d->g + 2 : NULL, in->dh, in->xm,
+	                     in->rstd, d->res, in->x0, in->lam, dskip ? in->skip : NULL,
+	                     dskip ? in->w : NULL, add, T, D, d->work, 0);
+}
+
+static void rb_unfused(int mode, struct rb_side *d, const struct rb_in *in, int T, int D)
+{
+	const size_t n = (size_t)T * D;
+	uint16_t *dskip;
+	const uint16_t *add;
+	rb_ptrs(mode, d, in, &dskip, &add);
+	rmsnorm_backward(d->dx, 1, in->dh, NULL, in->xm, NULL, 0, in->rstd, T, D, 0);
+	mix_lambda_backward(d->dx, d->dx0, d->g, d->dx, d->res, in->x0, in->lam, n, d->work, 0);
+	if (dskip)
+		mix_skip_backward(dskip, d->g + 2, d->dx, in->skip, in->w, n, d->work, 0);
+	if (add)
+		residual_add(d->dx, d->dx, add, n, 0);
+}
+
+static void resnorm_bwd_case(int T, int D, int bench)
+{
+	const size_t n = (size_t)T * D;
+	uint16_t *dx = xmalloc(2 * n), *res = xmalloc(2 * n), *t16 = xmalloc(2 * n);
+	uint16_t *hf = xmalloc(4 * n), *hu = xmalloc(4 * n);
+	float *dx0 = xmalloc(4 * n), *rstd = xmalloc(4 * (size_t)T);
+	fill_bf16(dx, n, "rb.dx", -1, 1);
+	fill_bf16(res, n, "rb.res", -2, 2);
+	fill_f32(dx0, n, "rb.dx0", -1, 1);
+	struct rb_in in = {.dx = dx, .res = res, .dx0 = dx0};
+	fill_bf16(t16, n, "rb.xm", -2, 2);
+	scale_rows(t16, (size_t)T, (size_t)D, "rb.xmscale");
+	struct rms_ctx rc = {t16, NULL, T, D, EPS_RECORD, NULL, NULL, NULL, NULL};
+	for (int t = 0; t < T; t++) /* the rstd the forward saved, as fp32 */
+		rstd[t] = (float)rms_rstd(&rc, t);
+	in.xm = dcopy(t16, 2 * n);
+	in.rstd = dcopy(rstd, 4 * (size_t)T);
+	fill_bf16(t16, n, "rb.dh", -1, 1);
+	in.dh = dcopy(t16, 2 * n);
+	fill_bf16(t16, n, "rb.x0", -2, 2);
+	in.x0 = dcopy(t16, 2 * n);
+	fill_bf16(t16, n, "rb.skip", -2, 2);
+	in.skip = dcopy(t16, 2 * n);
+	fill_bf16(t16, n, "rb.add", -0.5, 0.5);
+	in.add = dcopy(t16, 2 * n);
+	uint64_t s = seed_of("rb.coef");
+	float lam[2] = {(float)(0.5 + u01(&s)), (float)(2 * u01(&s) - 1)};
+	float w = (float)(0.5 + u01(&s));
+	float g0[3] = {(float)(2 * u01(&s) - 1), (float)(2 * u01(&s) - 1), (float)(2 * u01(&s) - 1)};
+	in.g = g0;
+	in.lam = dscalars(lam, 2), in.w = dscalars(&w, 1);
+	struct rb_side sd[2];
+	const size_t wb = block_input_work_bytes(T, D) > mix_work_bytes(n)
+	                      ? block_input_work_bytes(T, D)
+	                      : mix_work_bytes(n);
+	for (int k = 0; k < 2; k++) {
+		sd[k].dx = dmalloc(2 * n), sd[k].res = dmalloc(2 * n), sd[k].dskip = dmalloc(2 * n);
+		sd[k].dx0 = dmalloc(4 * n), sd[k].g = dmalloc(3 * sizeof(float));
+		sd[k].work = dmalloc(wb);
+	}
+	for (int mode = 0; mode < RB_N; mode++) {
+		rb_reset(&sd[0], &in, n);
+		rb_reset(&sd[1], &in, n);
+		rb_fused(mode, &sd[0], &in, T, D);
+		rb_unfused(mode, &sd[1], &in, T, D);
+		dsync();
+		say("  %s [%d x %d]\n", rb_names[mode], T, D);
+		rf_compare("    dx", sd[0].dx, sd[1].dx, 2 * n, hf, hu);
+		rf_compare("    dx0 (fp32)", sd[0].dx0, sd[1].dx0, 4 * n, hf, hu);
+		rf_compare("    res (dskip over it in the engine's decoders)", sd[0].res, sd[1].res,
+		           2 * n, hf, hu);
+		rf_compare("    dskip of its own (poisoned when unused)", sd[0].dskip, sd[1].dskip,
+		           2 * n, hf, hu);
+		rf_compare("    scalar gradients (lambdas, skip weight)", sd[0].g, sd[1].g,
+		           3 * sizeof(float), hf, hu);
+		float g[3];
+		download(g, sd[0].g, sizeof g);
+		const int has_skip = mode >= RB_FIRST_DECODER;
+		if (g[0] == g0[0] || g[1] == g0[1] || (g[2] == g0[2]) == has_skip) {
+			say("    scalar gradients %s  FAIL\n", "not added where they should be");
+			note_failure("%s [%d x %d]: scalar gradients %.9g %.9g %.9g (from %.9g %.9g %.9g)",
+			             rb_names[mode], T, D, g[0], g[1], g[2], g0[0], g0[1], g0[2]);
+		}
+	}
+	if (bench) {
+		BENCH("block_input_backward decoder", 24.0 * n,
+		      rb_fused(RB_DECODER, &sd[0], &in, T, D));
+		BENCH("  unfused: rmsnorm + lambda + skip backward", 30.0 * n,
+		      rb_unfused(RB_DECODER, &sd[1], &in, T, D));
+		BENCH("block_input_backward encoder", 22.0 * n,
+		      rb_fused(RB_ENCODER, &sd[0], &in, T, D));
+		BENCH("  unfused: rmsnorm + lambda backward + add", 30.0 * n,
+		      rb_unfused(RB_ENCODER, &sd[1], &in, T, D));
+	}
+	for (int k = 0; k < 2; k++) {
+		dfree(sd[k].dx), dfree(sd[k].res), dfree(sd[k].dskip), dfree(sd[k].dx0);
+		dfree(sd[k].g), dfree(sd[k].work);
+	}
+	dfree(in.dh), dfree(in.xm), dfree(in.x0), dfree(in.skip), dfree(in.add), dfree(in.rstd);
+	dfree(in.lam), dfree(in.w);
+	free(dx), free(res), free(t16), free(hf), free(hu), free(dx0), free(rstd);
+}
+
+START_TEST(resnorm_bwd)
+{
+	resnorm_bwd_case(1, 768, 0);
+	resnorm_bwd_case(3, 8, 0);
+	resnorm_bwd_case(33, 136, 0);
+	resnorm_bwd_case(3000, 8, 0);   /* 1024 rows per tile, three tiles */
+	resnorm_bwd_case(300, 264, 0);  /* 33-vector rows across tiles */
+	resnorm_bwd_case(11, 768, 0);   /* one full tile and 256 elements */
+	resnorm_bwd_case(100, 2056, 0);
+	resnorm_bwd_case(5, 9000, 0);   /* rows longer than a tile */
+	resnorm_bwd_case(65536, 768, 1);
+	ASSERT_ALL_PASSED();
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Embedding
  */
@@ -1688,6 +1861,13 @@ START_TEST(bad_args_resnorm_align)
 	                    NULL, NULL, (uint16_t *)16, (float *)16, 4, 8, 1e-3f, 0);
 }
 END_TEST
+START_TEST(bad_args_resnorm_bwd_alias) /* dh is read across tiles: not an output */
+{
+	block_input_backward((uint16_t *)16, (float *)16, (float *)16, NULL, NULL, (uint16_t *)16,
+	                     (uint16_t *)32, (float *)16, (uint16_t *)16, (uint16_t *)16,
+	                     (float *)16, NULL, NULL, NULL, 4, 8, (void *)16, 0);
+}
+END_TEST
 START_TEST(bad_args_resnorm_skip) /* a skip needs res and w */
 {
 	block_input_forward(NULL, NULL, (uint16_t *)16, (uint16_t *)16, NULL, (uint16_t *)16,
@@ -1711,7 +1891,7 @@ static Suite *gpu_elementwise_suite(void)
 	} cases[] = {{"relu2", relu2},           {"rmsnorm_fwd", rmsnorm_fwd},
 	             {"rmsnorm_bwd", rmsnorm_bwd}, {"qk_rotary", qk_rotary},
 	             {"mix_fwd", mix_fwd},       {"mix_bwd", mix_bwd},
-	             {"resnorm_fwd", resnorm_fwd},
+	             {"resnorm_fwd", resnorm_fwd}, {"resnorm_bwd", resnorm_bwd},
 	             {"embedding_fwd", embedding_fwd}, {"embedding_bwd", embedding_bwd}};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		TCase *tc = tcase_create(cases[i].name);
@@ -1728,6 +1908,7 @@ static Suite *gpu_elementwise_suite(void)
 	tcase_add_exit_test(ta, bad_args_resnorm_shape, 1);
 	tcase_add_exit_test(ta, bad_args_resnorm_align, 1);
 	tcase_add_exit_test(ta, bad_args_resnorm_skip, 1);
+	tcase_add_exit_test(ta, bad_args_resnorm_bwd_alias, 1);
 	suite_add_tcase(s, ta);
 	return s;
 }

@@ -346,6 +346,30 @@ void block_input_forward(uint16_t *out, uint16_t *res, uint16_t *xm, uint16_t *h
 	rmsnorm_forward(h, rstd, xm, NULL, 0, T, D, eps, s);
 	free(tmp);
 }
+size_t block_input_work_bytes(int T, int D)
+{
+	return 2 * mix_work_bytes((size_t)(T > 0 ? T : 0) * (size_t)(D > 0 ? D : 0));
+}
+void block_input_backward(uint16_t *dx, float *dx0, float *g_lam, uint16_t *dskip,
+                          float *g_skip, const uint16_t *dh, const uint16_t *xm,
+                          const float *rstd, const uint16_t *res, const uint16_t *x0,
+                          const float *lam, const uint16_t *skip, const float *w,
+                          const uint16_t *add, int T, int D, void *work, cudaStream_t s)
+{
+	const void *p[] = {dx, dx0, dskip, dh, xm, res, x0, skip, add};
+	rn_chk(__func__, T, D, p, 9);
+	REQ(dx && dx0 && g_lam && dh && xm && rstd && res && x0 && lam && work &&
+	        !skip == !dskip && !skip == !g_skip && !skip == !w && dx != dh && dx != xm &&
+	        (!dskip || (dskip != dh && dskip != xm)),
+	    "block_input_backward: bad arguments");
+	const size_t n = (size_t)T * D;
+	rmsnorm_backward(dx, 1, dh, NULL, xm, NULL, 0, rstd, T, D, s);
+	mix_lambda_backward(dx, dx0, g_lam, dx, res, x0, lam, n, work, s);
+	if (skip)
+		mix_skip_backward(dskip, g_skip, dx, skip, w, n, work, s);
+	if (add) /* add == dskip: the one just made */
+		residual_add(dx, dx, add, n, s);
+}
 
 static void qk_one(int bwd, uint16_t *out, float *rout, const uint16_t *in, const uint16_t *xin,
                    const float *rin, long long ld_out, long long ld_in, long long ld_x,
