@@ -13,13 +13,8 @@
  * writes part[block][2]. Pass 2 (one block) sums the parts in order and
  * adds to g. The grid is ceil(n / MIX_TILE), so the bits depend on n only.
  */
-#include "elem_common.cuh"
 #include "mix.cuh"
-
-#define MIX_THREADS 256
-#define MIX_VPT 4
-#define MIX_TILE ((size_t)8 * MIX_VPT * MIX_THREADS) /* elements per backward block */
-#define MIX_SUM_THREADS 1024
+#include "mix_impl.cuh"
 
 enum { MIX_AB, MIX_A, MIX_SKIP, MIX_ADD };
 
@@ -45,13 +40,13 @@ mix_fwd_kernel(uint16_t *out, const uint16_t *a, const uint16_t *b, const float 
 #pragma unroll
 	for (int e = 0; e < 8; e++) {
 		if (MODE == MIX_AB)
-			va[e] = c0 * va[e] + c1 * vb[e];
+			va[e] = mix_lin(c0, va[e], c1, vb[e]);
 		else if (MODE == MIX_A)
-			va[e] = c0 * va[e];
+			va[e] = mix_scale(c0, va[e]);
 		else if (MODE == MIX_SKIP)
-			va[e] = va[e] + c1 * vb[e];
+			va[e] = mix_skip(va[e], c1, vb[e]);
 		else
-			va[e] = va[e] + vb[e];
+			va[e] = mix_add(va[e], vb[e]);
 	}
 	bf16x8_store(out + 8 * i, va);
 }
@@ -90,58 +85,25 @@ mix_bwd_kernel(uint16_t *dA, float *dB, double *part, const uint16_t *dy, const 
 			unpack8(rb[k], vb);
 #pragma unroll
 		for (int e = 0; e < 8; e++) {
-			s0 += g[e] * va[e];
+			s0 = mix_dot(s0, g[e], va[e]);
 			if (HAS_B)
-				s1 += g[e] * vb[e];
+				s1 = mix_dot(s1, g[e], vb[e]);
 		}
 		if (HAS_DB) {
 			float d[8];
 			f32x8_load(dB + 8 * i, d);
 #pragma unroll
 			for (int e = 0; e < 8; e++)
-				d[e] += c1 * g[e];
+				d[e] = mix_axpy(d[e], c1, g[e]);
 			f32x8_store(dB + 8 * i, d);
 		}
 #pragma unroll
 		for (int e = 0; e < 8; e++)
-			g[e] *= c0;
+			g[e] = mix_scale(c0, g[e]);
 		bf16x8_store(dA + 8 * i, g);
 	}
-	double d0 = warp_sum((double)s0), d1 = HAS_B ? warp_sum((double)s1) : 0.0;
 	__shared__ double sh[MIX_THREADS / 32][2];
-	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-	if (lane == 0)
-		sh[warp][0] = d0, sh[warp][1] = d1;
-	__syncthreads();
-	if (threadIdx.x == 0) {
-		double t0 = 0, t1 = 0;
-		for (int w = 0; w < MIX_THREADS / 32; w++)
-			t0 += sh[w][0], t1 += sh[w][1];
-		part[2 * blockIdx.x] = t0;
-		part[2 * blockIdx.x + 1] = t1;
-	}
-}
-
-/* Pass 2: g[k] += sum over blocks of part[2 b + k], k < nk, in a fixed order. */
-__global__ void __launch_bounds__(MIX_SUM_THREADS)
-mix_sum_kernel(float *g, const double *part, unsigned nblocks, int nk)
-{
-	__shared__ double sh[MIX_SUM_THREADS / 32][2];
-	double t[2] = {0, 0};
-	for (unsigned b = threadIdx.x; b < nblocks; b += MIX_SUM_THREADS)
-		t[0] += part[2 * b], t[1] += part[2 * b + 1];
-	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-	t[0] = warp_sum(t[0]);
-	t[1] = warp_sum(t[1]);
-	if (lane == 0)
-		sh[warp][0] = t[0], sh[warp][1] = t[1];
-	__syncthreads();
-	if (threadIdx.x < nk) {
-		double s = 0;
-		for (int w = 0; w < MIX_SUM_THREADS / 32; w++)
-			s += sh[w][threadIdx.x];
-		g[threadIdx.x] = (float)((double)g[threadIdx.x] + s);
-	}
+	mix_block_parts<HAS_B>(s0, s1, sh, part);
 }
 
 /* ------------------------------------------------------------------------

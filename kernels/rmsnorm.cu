@@ -8,21 +8,8 @@
  * are instantiated for each NV), otherwise (NV = 0 template) it is read
  * twice. Row sums: each lane in vector order, then a warp butterfly.
  */
-#include "elem_common.cuh"
 #include "rmsnorm.cuh"
-
-#define RMS_THREADS 256
-#define RMS_ROWS (RMS_THREADS / 32) /* rows per block */
-#define RMS_MAX_NV 8                /* D <= 2048 in registers */
-#define BF16_NAN 0x7fc0u
-
-__device__ __forceinline__ void nan_row(uint16_t *row, int nvec, int lane)
-{
-	uint4 u = make_uint4(BF16_NAN * 0x10001u, BF16_NAN * 0x10001u, BF16_NAN * 0x10001u,
-	                     BF16_NAN * 0x10001u);
-	for (int c = lane; c < nvec; c += 32)
-		reinterpret_cast<uint4 *>(row)[c] = u;
-}
+#include "rmsnorm_impl.cuh"
 
 /* Row index of x for output row t, or -1 when the gather is out of range. */
 __device__ __forceinline__ long long src_row(const uint32_t *rows, int x_nrows, int t)
@@ -67,18 +54,16 @@ rmsnorm_fwd_kernel(uint16_t *y, float *rstd, const uint16_t *x, const uint32_t *
 		}
 #pragma unroll
 		for (int k = 0; k < NV; k++)
-#pragma unroll
-			for (int e = 0; e < 8; e++)
-				ss += v[k][e] * v[k][e];
+			ss = rms_sumsq8(ss, v[k]);
 		ss = warp_sum(ss);
-		const float rs = 1.0f / sqrtf(ss / (float)D + eps);
+		const float rs = rms_scale(ss, D, eps);
 #pragma unroll
 		for (int k = 0; k < NV; k++) {
 			int c = lane + 32 * k;
 			if (c < nvec) {
 #pragma unroll
 				for (int e = 0; e < 8; e++)
-					v[k][e] *= rs;
+					v[k][e] = __fmul_rn(v[k][e], rs);
 				bf16x8_store(yr + 8 * c, v[k]);
 			}
 		}
@@ -88,17 +73,15 @@ rmsnorm_fwd_kernel(uint16_t *y, float *rstd, const uint16_t *x, const uint32_t *
 		float v[8];
 		for (int c = lane; c < nvec; c += 32) {
 			bf16x8_load(xr + 8 * c, v);
-#pragma unroll
-			for (int e = 0; e < 8; e++)
-				ss += v[e] * v[e];
+			ss = rms_sumsq8(ss, v);
 		}
 		ss = warp_sum(ss);
-		const float rs = 1.0f / sqrtf(ss / (float)D + eps);
+		const float rs = rms_scale(ss, D, eps);
 		for (int c = lane; c < nvec; c += 32) {
 			bf16x8_load(xr + 8 * c, v);
 #pragma unroll
 			for (int e = 0; e < 8; e++)
-				v[e] *= rs;
+				v[e] = __fmul_rn(v[e], rs);
 			bf16x8_store(yr + 8 * c, v);
 		}
 		if (rstd && lane == 0)
@@ -113,16 +96,14 @@ template <bool HAS_DY2>
 __device__ __forceinline__ float bwd_vec(const uint4 &rdy, const float *g2, const uint4 &rx,
                                          float rs)
 {
-	float g[8], yh[8], dot = 0.0f;
+	float g[8], x[8];
 	unpack8(rdy, g);
-	unpack8(rx, yh);
+	unpack8(rx, x);
+	if (HAS_DY2)
 #pragma unroll
-	for (int e = 0; e < 8; e++) {
-		if (HAS_DY2)
-			g[e] += g2[e];
-		dot += g[e] * (yh[e] * rs);
-	}
-	return dot;
+		for (int e = 0; e < 8; e++)
+			g[e] = __fadd_rn(g[e], g2[e]);
+	return rms_bwd_dot8(g, x, rs);
 }
 
 template <bool HAS_DY2>
@@ -130,19 +111,16 @@ __device__ __forceinline__ void bwd_store(uint16_t *dxp, int acc, const uint4 &r
                                           const uint4 &rdy, const float *g2, const uint4 &rx,
                                           float rs, float m)
 {
-	float g[8], yh[8], old[8];
+	float g[8], x[8], old[8], o[8];
 	unpack8(rdy, g);
-	unpack8(rx, yh);
+	unpack8(rx, x);
 	unpack8(rold, old);
+	if (HAS_DY2)
 #pragma unroll
-	for (int e = 0; e < 8; e++) {
-		if (HAS_DY2)
-			g[e] += g2[e];
-		g[e] = rs * (g[e] - (yh[e] * rs) * m);
-		if (acc)
-			g[e] = old[e] + g[e];
-	}
-	bf16x8_store(dxp, g);
+		for (int e = 0; e < 8; e++)
+			g[e] = __fadd_rn(g[e], g2[e]);
+	rms_bwd_out8(o, g, x, rs, m, acc, old);
+	bf16x8_store(dxp, o);
 }
 
 /* The row's vectors stay in registers as raw bf16 (uint4) when NV > 0. */
@@ -220,28 +198,6 @@ rmsnorm_bwd_kernel(uint16_t *dx, int acc, const uint16_t *dy, const float *dy2, 
 /* ------------------------------------------------------------------------
  * Launchers
  */
-static int rms_nv(int D)
-{
-	int nv = (D / 8 + 31) / 32;
-	return nv <= RMS_MAX_NV ? nv : 0;
-}
-
-/* Run LAUNCH(N) for N = nv in 1..RMS_MAX_NV, or LAUNCH(0). */
-#define RMS_SWITCH(nv, LAUNCH)                                                          \
-	do {                                                                            \
-		switch (nv) {                                                           \
-		case 1: LAUNCH(1); break;                                               \
-		case 2: LAUNCH(2); break;                                               \
-		case 3: LAUNCH(3); break;                                               \
-		case 4: LAUNCH(4); break;                                               \
-		case 5: LAUNCH(5); break;                                               \
-		case 6: LAUNCH(6); break;                                               \
-		case 7: LAUNCH(7); break;                                               \
-		case 8: LAUNCH(8); break;                                               \
-		default: LAUNCH(0); break;                                              \
-		}                                                                       \
-	} while (0)
-
 static void rms_check(const char *fn, int T, int D, const uint32_t *rows, int x_nrows)
 {
 	KREQUIRE_IN(fn, T >= 0 && D > 0 && D % 8 == 0,

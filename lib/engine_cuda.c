@@ -39,13 +39,13 @@
  *                   qs, ks fp32 [T,H] (QK-norm scales), y [T,D] (attention
  *                   output), lse fp32 [H,T], rstd1 fp32 [T].
  * Training also keeps, per layer, h2 [T,D] (the MLP's norm output), act
- * [T,F] (relu^2 of u) and with attention qr, kr, vm [T,D] (rotated q, k;
- * mixed v): 2 T (L (D + F) + 3 A D) bytes more (9.3 GB for the record at
- * T = 65536), which spares the backward five passes over memory per layer
- * (GPT_CUDA_RECOMPUTE=1 recomputes them instead, as evaluation always
- * does). Recomputed in the backward (same kernels, same bits): the lambda
- * mix and attention's norm output; without the kept buffers also the
- * MLP's norm output, relu^2, the value mix, QK-norm + rotary.
+ * [T,F] (relu^2 of u) and with attention xm, h [T,D] (attention's norm
+ * input, the lambda mix, and its output) and qr, kr, vm [T,D] (rotated q,
+ * k; mixed v): 2 T (L (D + F) + 5 A D) bytes more (11.6 GB for the record
+ * at T = 65536; xm and h are 2.2 GB of it), which spares the backward
+ * recomputing them (GPT_CUDA_RECOMPUTE=1 recomputes them instead, as
+ * evaluation always does: same kernels, same bits): the lambda mix and
+ * the norms' outputs, relu^2, the value mix, QK-norm + rotary.
  * Shared: x0, xf (final residual), hf (final norm), the last encoder
  * output, the value-embedding lookups (one [T,D] per table); work buffers
  * xm, h, tmp, qr, kr, vm, dx, dh, dy, dq, dk, dv [T,D], big, du [T,F], dx0
@@ -56,6 +56,14 @@
  * no buffers of their own: encoder layer i's output is res_in[i+1] (the
  * last encoder's has one buffer), and the gradient flowing back through
  * decoder layer l's skip is stored over res_in[l], dead by then.
+ *
+ * Fused passes (kernels/resnorm.cuh, the bits of the unfused launchers):
+ * the forward computes a layer's output sum rmid + MLP together with the
+ * next layer's U-net skip add, lambda mix and first norm (block_in), and
+ * attention's residual add together with the MLP's norm; the backward
+ * computes a layer's first norm's backward together with the lambda mix's,
+ * the U-net skip's and the add of the skip gradient into the previous
+ * (encoder) layer's output gradient (block_in_backward).
  *
  * One stream, one gemm_ctx; micro() synchronises once at its end to read
  * the loss (one float); update() and zero_grad() only queue work. Every
@@ -89,6 +97,7 @@
 #include "muon.cuh"
 #include "qk_rotary.cuh"
 #include "relu2.cuh"
+#include "resnorm.cuh"
 #include "rmsnorm.cuh"
 
 #define PAD_ELEMS 64 /* padded table layout: tensors start at multiples of 64 elements */
@@ -101,8 +110,9 @@ struct gpu_layer {
 	/* activations */
 	uint16_t *res_in, *rmid, *u, *aq, *ak, *av, *y;
 	/* kept when training so the backward need not recompute them: the
-	 * MLP's norm output and relu^2; attention's rotated q, k and mixed v */
-	uint16_t *h2, *act, *qr, *kr, *vm;
+	 * MLP's norm output and relu^2; attention's norm input and output,
+	 * rotated q, k and mixed v */
+	uint16_t *h2, *act, *xm, *h, *qr, *kr, *vm;
 	float *rstd1, *rstd2, *qs, *ks, *lse;
 };
 
@@ -379,9 +389,60 @@ static uint16_t *skip_of(struct cuda_engine *c, int enc)
 	return enc == c->L / 2 - 1 ? c->skiplast : c->lay[enc + 1].res_in;
 }
 
+/* Layer l's first norm: its input (the lambda mix) and output. With
+ * attention: attention's (kept per layer when training, else the shared
+ * work buffers); without, the MLP's (input rmid). */
+static uint16_t *norm_in(struct cuda_engine *c, int l)
+{
+	struct gpu_layer *a = &c->lay[l];
+	if (!gpt_layer_attn(&c->en.cfg, l))
+		return a->rmid;
+	return a->xm ? a->xm : c->xm;
+}
+static uint16_t *mlp_norm_out(struct cuda_engine *c, int l)
+{
+	return c->lay[l].h2 ? c->lay[l].h2 : c->h;
+}
+static uint16_t *norm_out(struct cuda_engine *c, int l)
+{
+	struct gpu_layer *a = &c->lay[l];
+	if (!gpt_layer_attn(&c->en.cfg, l))
+		return mlp_norm_out(c, l);
+	return a->h ? a->h : c->h;
+}
+static float *norm_rstd(struct cuda_engine *c, int l)
+{
+	return gpt_layer_attn(&c->en.cfg, l) ? c->lay[l].rstd1 : c->lay[l].rstd2;
+}
+
 /* ------------------------------------------------------------------------
  * Forward
  */
+
+/* The input side of layer l in one pass (block_input_forward): layer
+ * l-1's output prev + tmp (its MLP) into res_in[l] (or the last encoder's
+ * buffer), the U-net skip add of a decoder layer (in place over res_in[l];
+ * the sum before it is then not stored: dead), the lambda mix and the
+ * layer's first norm. Layer 0 (prev NULL) starts from x0. */
+static void block_in(struct cuda_engine *c, int l, const uint16_t *prev, int Tp)
+{
+	struct gpu_layer *a = &c->lay[l];
+	const int L = c->L;
+	uint16_t *out = l > 0 ? layer_out(c, l - 1) : NULL, *res = NULL;
+	const uint16_t *skip = NULL;
+	const float *w = NULL;
+	if (l >= L / 2) {
+		res = a->res_in;
+		skip = skip_of(c, L - 1 - l); /* the first decoder's: out itself */
+		w = W32(c, c->i_skip) + (l - L / 2);
+		if (out == res)
+			out = NULL;
+	}
+	block_input_forward(out, res, norm_in(c, l), norm_out(c, l), norm_rstd(c, l),
+	                    l > 0 ? prev : c->x0, l > 0 ? c->tmp : NULL, skip, w, c->x0,
+	                    W32(c, a->lam), Tp, c->D, c->eps, c->s);
+}
+
 static int forward(struct cuda_engine *c, int Tp, int window, struct gpt_err *e)
 {
 	const int D = c->D, F = c->F, V = c->V, H = c->H, hd = c->hd, L = c->L;
@@ -402,24 +463,19 @@ static int forward(struct cuda_engine *c, int Tp, int window, struct gpt_err *e)
 	prof_mark(c, PK_MASK);
 	if (c->has_attn && attn_mask_build(&c->mask, c->tok, Tp, window, (uint32_t)c->en.cfg.eot, s, e))
 		return -1;
+	prof_mark(c, PK_NORM);
+	block_in(c, 0, NULL, Tp);
 	for (int l = 0; l < L; l++) {
 		struct gpu_layer *a = &c->lay[l];
 		int attn = gpt_layer_attn(&c->en.cfg, l);
-		prof_mark(c, PK_ELEM);
-		if (l >= L / 2) {
-			int j = l - L / 2;
-			mix_skip_forward(a->res_in, l == L / 2 ? c->skiplast : a->res_in,
-			                 skip_of(c, L - 1 - l), W32(c, c->i_skip) + j, n, s);
-		}
-		uint16_t *xm = attn ? c->xm : a->rmid;
-		mix_lambda_forward(xm, a->res_in, c->x0, W32(c, a->lam), n, s);
+		/* on entry: the layer's input (res_in), its lambda mix and first
+		 * norm (block_in; without attention that is the MLP's norm) */
 		if (attn) {
-			prof_mark(c, PK_NORM);
-			rmsnorm_forward(c->h, a->rstd1, xm, NULL, 0, Tp, D, c->eps, s);
+			uint16_t *xm = norm_in(c, l), *h = norm_out(c, l);
 			prof_mark(c, PK_GEMM_FWD);
-			gemm_fwd(c->gm, a->aq, c->h, W16(c, a->q), Tp, D, D);
-			gemm_fwd(c->gm, a->ak, c->h, W16(c, a->k), Tp, D, D);
-			gemm_fwd(c->gm, a->av, c->h, W16(c, a->v), Tp, D, D);
+			gemm_fwd(c->gm, a->aq, h, W16(c, a->q), Tp, D, D);
+			gemm_fwd(c->gm, a->ak, h, W16(c, a->k), Tp, D, D);
+			gemm_fwd(c->gm, a->av, h, W16(c, a->v), Tp, D, D);
 			uint16_t *qr = a->qr ? a->qr : c->qr, *kr = a->kr ? a->kr : c->kr;
 			uint16_t *vm = a->vm ? a->vm : c->vm;
 			prof_mark(c, PK_ELEM);
@@ -433,29 +489,50 @@ static int forward(struct cuda_engine *c, int Tp, int window, struct gpt_err *e)
 				return -1;
 			prof_mark(c, PK_GEMM_FWD);
 			gemm_fwd(c->gm, c->tmp, a->y, W16(c, a->o), Tp, D, D);
-			prof_mark(c, PK_ELEM);
-			residual_add(a->rmid, xm, c->tmp, n, s);
+			prof_mark(c, PK_NORM); /* rmid = xm + attention; the MLP's norm */
+			residual_rmsnorm_forward(a->rmid, mlp_norm_out(c, l), a->rstd2, xm, c->tmp, Tp, D,
+			                         c->eps, s);
 		}
-		uint16_t *h2 = a->h2 ? a->h2 : c->h, *act = a->act ? a->act : c->big;
-		prof_mark(c, PK_NORM);
-		rmsnorm_forward(h2, a->rstd2, a->rmid, NULL, 0, Tp, D, c->eps, s);
+		uint16_t *act = a->act ? a->act : c->big;
 		prof_mark(c, PK_GEMM_FWD);
-		gemm_fwd(c->gm, a->u, h2, W16(c, a->fc), Tp, F, D);
+		gemm_fwd(c->gm, a->u, mlp_norm_out(c, l), W16(c, a->fc), Tp, F, D);
 		prof_mark(c, PK_ELEM);
 		relu2_forward(act, a->u, (size_t)Tp * F, s);
 		prof_mark(c, PK_GEMM_FWD);
 		gemm_fwd(c->gm, c->tmp, act, W16(c, a->proj), Tp, D, F);
-		prof_mark(c, PK_ELEM);
-		residual_add(layer_out(c, l), a->rmid, c->tmp, n, s);
+		prof_mark(c, PK_NORM); /* the layer's output = rmid + MLP, and the next input side */
+		if (l + 1 < L)
+			block_in(c, l + 1, a->rmid, Tp);
+		else
+			residual_rmsnorm_forward(c->xf, c->hf, c->rstdf, a->rmid, c->tmp, Tp, D, c->eps,
+			                         s);
 	}
-	prof_mark(c, PK_NORM);
-	rmsnorm_forward(c->hf, c->rstdf, c->xf, NULL, 0, Tp, D, c->eps, s);
 	return 0;
 }
 
 /* ------------------------------------------------------------------------
  * Backward: on entry dh holds d loss / d hf (rows >= T zero).
  */
+
+/* The backward of layer l's input side in one pass (block_input_backward),
+ * with dh = d loss / d (its first norm's output), xm and rstd that norm's
+ * input and scale: the norm's backward added to dx, the lambda mix's (dx
+ * becomes d loss / d res_in; x0's share into dx0), a decoder's U-net skip
+ * (its gradient stored over res_in[l], dead by then) and, when layer l-1
+ * is an encoder, the skip gradient it adds to its output's: decoder layer
+ * L-l's, stored over res_in[L-l] (for l = L/2 the one this pass makes). */
+static void block_in_backward(struct cuda_engine *c, int l, const uint16_t *xm, const float *rstd,
+                              int Tp)
+{
+	struct gpu_layer *a = &c->lay[l];
+	const int L = c->L, dec = l >= L / 2, j = l - L / 2;
+	block_input_backward(c->dx, c->dx0, G32(c, a->lam), dec ? a->res_in : NULL,
+	                     dec ? G32(c, c->i_skip) + j : NULL, c->dh, xm, rstd, a->res_in, c->x0,
+	                     W32(c, a->lam), dec ? skip_of(c, L - 1 - l) : NULL,
+	                     dec ? W32(c, c->i_skip) + j : NULL,
+	                     l >= 1 && l <= L / 2 ? c->lay[L - l].res_in : NULL, Tp, c->D,
+	                     c->mixwork, c->s);
+}
 static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
 {
 	const int D = c->D, F = c->F, V = c->V, H = c->H, hd = c->hd, L = c->L;
@@ -470,11 +547,9 @@ static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
 	for (int l = L - 1; l >= 0; l--) {
 		struct gpu_layer *a = &c->lay[l];
 		int attn = gpt_layer_attn(&c->en.cfg, l);
-		/* dx: d loss / d (layer output); encoders add what their skip received */
-		prof_mark(c, PK_ELEM);
-		if (l < L / 2)
-			residual_add(c->dx, c->dx, c->lay[L - 1 - l].res_in, n, s);
-		/* MLP (norm output and relu^2 kept by the forward, or recomputed) */
+		/* dx: d loss / d (layer output), with what an encoder's skip
+		 * received (added by layer l+1's block_in_backward). MLP (norm
+		 * output and relu^2 kept by the forward, or recomputed) */
 		const uint16_t *h2 = a->h2, *act = a->act;
 		if (!h2) {
 			prof_mark(c, PK_NORM);
@@ -494,20 +569,25 @@ static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
 		prof_mark(c, PK_GEMM_BWD);
 		gemm_bwd_dw(gm, G32(c, a->fc), c->du, h2, Tp, F, D, 1.0f);
 		gemm_bwd_dx(gm, c->dh, c->du, W16(c, a->fc), Tp, F, D, 0.0f);
-		prof_mark(c, PK_NORM);
-		rmsnorm_backward(c->dx, 1, c->dh, NULL, a->rmid, NULL, 0, a->rstd2, Tp, D, s);
-		/* attention: dx is d loss / d rmid */
-		uint16_t *xm = a->rmid;
-		if (attn) {
+		/* the layer's first norm: the MLP's without attention */
+		const uint16_t *xm = a->rmid;
+		const float *rstd = a->rstd2;
+		if (attn) { /* dx becomes d loss / d rmid */
 			const uint16_t *ve = a->ve >= 0 ? c->ve_out[a->ve] : NULL;
-			xm = c->xm;
+			prof_mark(c, PK_NORM);
+			rmsnorm_backward(c->dx, 1, c->dh, NULL, a->rmid, NULL, 0, a->rstd2, Tp, D, s);
+			const uint16_t *h = a->h;
 			prof_mark(c, PK_GEMM_BWD);
 			gemm_bwd_dw(gm, G32(c, a->o), c->dx, a->y, Tp, D, D, 1.0f);
 			gemm_bwd_dx(gm, c->dyb, c->dx, W16(c, a->o), Tp, D, D, 0.0f);
-			prof_mark(c, PK_ELEM);
-			mix_lambda_forward(xm, a->res_in, c->x0, W32(c, a->lam), n, s);
-			prof_mark(c, PK_NORM);
-			rmsnorm_forward(c->h, NULL, xm, NULL, 0, Tp, D, c->eps, s);
+			xm = a->xm;
+			if (!xm) { /* norm input and output not kept: recompute */
+				prof_mark(c, PK_ELEM);
+				mix_lambda_forward(c->xm, a->res_in, c->x0, W32(c, a->lam), n, s);
+				prof_mark(c, PK_NORM);
+				rmsnorm_forward(c->h, NULL, c->xm, NULL, 0, Tp, D, c->eps, s);
+				xm = c->xm, h = c->h;
+			}
 			const uint16_t *qr = a->qr, *kr = a->kr, *vm = a->vm;
 			if (!vm) {
 				prof_mark(c, PK_ELEM);
@@ -536,24 +616,16 @@ static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
 			qk_norm_rotary_backward(c->dq, c->dk, c->dq, c->dk, a->aq, a->ak, a->qs, a->ks, D,
 			                        D, D, c->cos_t, c->sin_t, Tp, H, hd, c->nf, s);
 			prof_mark(c, PK_GEMM_BWD);
-			gemm_bwd_dw(gm, G32(c, a->q), c->dq, c->h, Tp, D, D, 1.0f);
-			gemm_bwd_dw(gm, G32(c, a->k), c->dk, c->h, Tp, D, D, 1.0f);
-			gemm_bwd_dw(gm, G32(c, a->v), c->dv, c->h, Tp, D, D, 1.0f);
+			gemm_bwd_dw(gm, G32(c, a->q), c->dq, h, Tp, D, D, 1.0f);
+			gemm_bwd_dw(gm, G32(c, a->k), c->dk, h, Tp, D, D, 1.0f);
+			gemm_bwd_dw(gm, G32(c, a->v), c->dv, h, Tp, D, D, 1.0f);
 			gemm_bwd_dx(gm, c->dh, c->dq, W16(c, a->q), Tp, D, D, 0.0f);
 			gemm_bwd_dx(gm, c->dh, c->dk, W16(c, a->k), Tp, D, D, 1.0f);
 			gemm_bwd_dx(gm, c->dh, c->dv, W16(c, a->v), Tp, D, D, 1.0f);
-			prof_mark(c, PK_NORM);
-			rmsnorm_backward(c->dx, 1, c->dh, NULL, xm, NULL, 0, a->rstd1, Tp, D, s);
+			rstd = a->rstd1;
 		}
-		prof_mark(c, PK_ELEM);
-		/* lambda mix: dx becomes d loss / d res_in; x0's share into dx0 */
-		mix_lambda_backward(c->dx, c->dx0, G32(c, a->lam), c->dx, a->res_in, c->x0,
-		                    W32(c, a->lam), n, c->mixwork, s);
-		if (l >= L / 2) { /* U-net skip: its gradient over res_in[l], dead now */
-			int j = l - L / 2;
-			mix_skip_backward(a->res_in, G32(c, c->i_skip) + j, c->dx, skip_of(c, L - 1 - l),
-			                  W32(c, c->i_skip) + j, n, c->mixwork, s);
-		}
+		prof_mark(c, PK_NORM);
+		block_in_backward(c, l, xm, rstd, Tp);
 		reduce_async(c, c->blk_lo[l], c->blk_hi[l]); /* layer l's gradient is final */
 	}
 	/* x0 = norm(embed[tokens]): dx (layer 0's input) + dx0 (the lambda mixes) */
@@ -1209,6 +1281,8 @@ struct engine *engine_cuda_create(const struct gpt_config *cfg, const float *w, 
 		}
 		if (gpt_layer_attn(cfg, l)) {
 			if (keep) {
+				ALLOC(a->xm, TD);
+				ALLOC(a->h, TD);
 				ALLOC(a->qr, TD);
 				ALLOC(a->kr, TD);
 				ALLOC(a->vm, TD);
@@ -1247,7 +1321,9 @@ struct engine *engine_cuda_create(const struct gpt_config *cfg, const float *w, 
 		ALLOC(c->dv, TD);
 		ALLOC(c->du, TF);
 		ALLOC(c->dx0, sizeof(float) * T * D);
-		ALLOC(c->mixwork, mix_work_bytes(T * D));
+		ALLOC(c->mixwork, mix_work_bytes(T * D) > block_input_work_bytes((int)T, (int)D)
+		                      ? mix_work_bytes(T * D)
+		                      : block_input_work_bytes((int)T, (int)D));
 	}
 	ALLOC(c->tok, sizeof(uint32_t) * T);
 	ALLOC(c->tgt, sizeof(uint32_t) * T);

@@ -29,6 +29,17 @@
  *                    fp32 -> bf16 cast
  *   mix_bwd          outputs, scalar gradients (added to what was there),
  *                    bitwise repeatable, in place
+ *   resnorm_fwd      residual_rmsnorm_forward, block_input_forward in the
+ *                    engine's five uses (layer 0, encoder, first decoder
+ *                    with skip == out, decoder, attention's residual):
+ *                    every output bitwise equal to the unfused launchers in
+ *                    sequence, over the norm's register and two-pass paths
+ *   resnorm_bwd      block_input_backward in the engine's four uses (layer
+ *                    0, encoder, first decoder with add == dskip over res,
+ *                    decoder) and with every input apart: every output and
+ *                    scalar gradient bitwise equal to rmsnorm_backward +
+ *                    mix_lambda_backward + mix_skip_backward + residual_add,
+ *                    rows across tiles, rows longer than a tile
  *   embedding_fwd    4 tables at once, bitwise copies, bad token -> NaN row
  *   embedding_bwd    fp32 and bf16 gradients, a token repeated 10,000 times
  *                    (EOT), one token 65,536 times, T = 1, strided dy, bad
@@ -54,6 +65,7 @@
 #include "parallel.h"
 #include "qk_rotary.cuh"
 #include "relu2.cuh"
+#include "resnorm.cuh"
 #include "rmsnorm.cuh"
 
 #define EPS_RECORD 0.0078125f /* 2^-7, spec 4.1 */
@@ -1234,6 +1246,355 @@ START_TEST(mix_bwd)
 END_TEST
 
 /* ------------------------------------------------------------------------
+ * Fused residual stream + norms (resnorm.cuh) against the unfused
+ * launchers in sequence on the same device: the same bits.
+ */
+enum { RF_RESIDUAL, RF_FIRST, RF_ENCODER, RF_DECODER, RF_FIRST_DECODER, RF_INPLACE, RF_N };
+static const char *const rf_names[RF_N] = {
+	"residual_rmsnorm_forward", "block_input_forward layer 0 (a = x0)",
+	"block_input_forward encoder", "block_input_forward decoder (out not kept)",
+	"block_input_forward first decoder (skip = out)", "residual_rmsnorm_forward in place",
+};
+
+/* Device buffers of one side (fused or unfused) of a forward case. */
+struct rf_side {
+	uint16_t *out, *res, *xm, *h;
+	float *rstd;
+};
+
+static void rf_side_alloc(struct rf_side *d, size_t n, int T)
+{
+	d->out = dmalloc(2 * n), d->res = dmalloc(2 * n), d->xm = dmalloc(2 * n);
+	d->h = dmalloc(2 * n), d->rstd = dmalloc(4 * (size_t)T);
+}
+static void rf_side_poison(struct rf_side *d, size_t n, int T)
+{
+	dpoison(d->out, 2 * n), dpoison(d->res, 2 * n), dpoison(d->xm, 2 * n);
+	dpoison(d->h, 2 * n), dpoison(d->rstd, 4 * (size_t)T);
+}
+static void rf_side_free(struct rf_side *d)
+{
+	dfree(d->out), dfree(d->res), dfree(d->xm), dfree(d->h), dfree(d->rstd);
+}
+
+/* Inputs a (the stream: rmid or x0), b (the sublayer's output), skip, x0. */
+struct rf_in {
+	uint16_t *a, *b, *skip, *x0;
+	float *w, *lam;
+};
+
+static void rf_fused(int mode, const struct rf_in *in, struct rf_side *d, int T, int D)
+{
+	switch (mode) {
+	case RF_RESIDUAL:
+		residual_rmsnorm_forward(d->out, d->h, d->rstd, in->a, in->b, T, D, EPS_RECORD, 0);
+		break;
+	case RF_FIRST:
+		block_input_forward(NULL, NULL, d->xm, d->h, d->rstd, in->x0, NULL, NULL, NULL, in->x0,
+		                    in->lam, T, D, EPS_RECORD, 0);
+		break;
+	case RF_ENCODER:
+		block_input_forward(d->out, NULL, d->xm, d->h, d->rstd, in->a, in->b, NULL, NULL, in->x0,
+		                    in->lam, T, D, EPS_RECORD, 0);
+		break;
+	case RF_DECODER:
+		block_input_forward(NULL, d->res, d->xm, d->h, d->rstd, in->a, in->b, in->skip, in->w,
+		                    in->x0, in->lam, T, D, EPS_RECORD, 0);
+		break;
+	case RF_FIRST_DECODER:
+		block_input_forward(d->out, d->res, d->xm, d->h, d->rstd, in->a, in->b, d->out, in->w,
+		                    in->x0, in->lam, T, D, EPS_RECORD, 0);
+		break;
+	default: /* r over a (a copy of a in d->out) */
+		residual_rmsnorm_forward(d->out, d->h, d->rstd, d->out, in->b, T, D, EPS_RECORD, 0);
+		break;
+	}
+}
+
+static void rf_unfused(int mode, const struct rf_in *in, struct rf_side *d, int T, int D)
+{
+	const size_t n = (size_t)T * D;
+	const uint16_t *nin = d->xm;
+	switch (mode) {
+	case RF_RESIDUAL:
+	case RF_INPLACE:
+		residual_add(d->out, mode == RF_INPLACE ? d->out : in->a, in->b, n, 0);
+		nin = d->out;
+		break;
+	case RF_FIRST: mix_lambda_forward(d->xm, in->x0, in->x0, in->lam, n, 0); break;
+	case RF_ENCODER:
+		residual_add(d->out, in->a, in->b, n, 0);
+		mix_lambda_forward(d->xm, d->out, in->x0, in->lam, n, 0);
+		break;
+	case RF_DECODER:
+		residual_add(d->res, in->a, in->b, n, 0);
+		mix_skip_forward(d->res, d->res, in->skip, in->w, n, 0);
+		mix_lambda_forward(d->xm, d->res, in->x0, in->lam, n, 0);
+		break;
+	default:
+		residual_add(d->out, in->a, in->b, n, 0);
+		mix_skip_forward(d->res, d->out, d->out, in->w, n, 0);
+		mix_lambda_forward(d->xm, d->res, in->x0, in->lam, n, 0);
+		break;
+	}
+	rmsnorm_forward(d->h, d->rstd, nin, NULL, 0, T, D, EPS_RECORD, 0);
+}
+
+static void rf_compare(const char *what, const void *dev_f, const void *dev_u, size_t bytes,
+                       void *hf, void *hu)
+{
+	download(hf, dev_f, bytes);
+	download(hu, dev_u, bytes);
+	check_same(what, hf, hu, bytes);
+}
+
+static void resnorm_fwd_case(int T, int D, int bench)
+{
+	const size_t n = (size_t)T * D;
+	uint16_t *a = xmalloc(2 * n), *b = xmalloc(2 * n), *sk = xmalloc(2 * n), *x0 = xmalloc(2 * n);
+	uint16_t *hf = xmalloc(2 * n), *hu = xmalloc(2 * n);
+	fill_bf16(a, n, "rf.a", -2, 2);
+	fill_bf16(b, n, "rf.b", -1, 1);
+	fill_bf16(sk, n, "rf.skip", -2, 2);
+	fill_bf16(x0, n, "rf.x0", -2, 2);
+	scale_rows(a, (size_t)T, (size_t)D, "rf.ascale"); /* norms of every size, eps too */
+	scale_rows(b, (size_t)T, (size_t)D, "rf.bscale");
+	uint64_t s = seed_of("rf.coef");
+	float lam[2] = {(float)(0.5 + u01(&s)), (float)(2 * u01(&s) - 1)};
+	float w = (float)(0.5 + u01(&s));
+	struct rf_in in = {dcopy(a, 2 * n), dcopy(b, 2 * n), dcopy(sk, 2 * n), dcopy(x0, 2 * n),
+	                   dscalars(&w, 1), dscalars(lam, 2)};
+	struct rf_side df, du;
+	rf_side_alloc(&df, n, T);
+	rf_side_alloc(&du, n, T);
+	for (int mode = 0; mode < RF_N; mode++) {
+		rf_side_poison(&df, n, T);
+		rf_side_poison(&du, n, T);
+		if (mode == RF_INPLACE) {
+			upload(df.out, a, 2 * n);
+			upload(du.out, a, 2 * n);
+		}
+		rf_fused(mode, &in, &df, T, D);
+		rf_unfused(mode, &in, &du, T, D);
+		dsync();
+		const int has_out = mode != RF_FIRST && mode != RF_DECODER;
+		const int has_res = mode == RF_DECODER || mode == RF_FIRST_DECODER;
+		const int has_xm = mode != RF_RESIDUAL && mode != RF_INPLACE;
+		say("  %s [%d x %d]\n", rf_names[mode], T, D);
+		if (has_out)
+			rf_compare("    sum (out / r)", df.out, du.out, 2 * n, hf, hu);
+		if (has_res)
+			rf_compare("    after the skip (res)", df.res, du.res, 2 * n, hf, hu);
+		if (has_xm)
+			rf_compare("    lambda mix (xm)", df.xm, du.xm, 2 * n, hf, hu);
+		rf_compare("    norm output (h)", df.h, du.h, 2 * n, hf, hu);
+		rf_compare("    rstd", df.rstd, du.rstd, 4 * (size_t)T, hf, hu);
+		if (!has_out) { /* nothing written where nothing was asked */
+			download(hf, df.out, 2 * n);
+			check_untouched("    out (not asked for)", hf, (size_t)T, (size_t)D, 0, (size_t)D);
+		}
+	}
+	if (bench) {
+		BENCH("residual_rmsnorm_forward", 8.0 * n + 4.0 * T,
+		      rf_fused(RF_RESIDUAL, &in, &df, T, D));
+		BENCH("  unfused: residual_add + rmsnorm_forward", 10.0 * n + 4.0 * T,
+		      rf_unfused(RF_RESIDUAL, &in, &du, T, D));
+		BENCH("block_input_forward decoder", 14.0 * n + 4.0 * T,
+		      rf_fused(RF_DECODER, &in, &df, T, D));
+		BENCH("  unfused: add + skip + lambda + rmsnorm", 22.0 * n + 4.0 * T,
+		      rf_unfused(RF_DECODER, &in, &du, T, D));
+		BENCH("block_input_forward encoder", 12.0 * n + 4.0 * T,
+		      rf_fused(RF_ENCODER, &in, &df, T, D));
+		BENCH("  unfused: add + lambda + rmsnorm", 16.0 * n + 4.0 * T,
+		      rf_unfused(RF_ENCODER, &in, &du, T, D));
+	}
+	rf_side_free(&df);
+	rf_side_free(&du);
+	dfree(in.a), dfree(in.b), dfree(in.skip), dfree(in.x0), dfree(in.w), dfree(in.lam);
+	free(a), free(b), free(sk), free(x0), free(hf), free(hu);
+}
+
+START_TEST(resnorm_fwd)
+{
+	resnorm_fwd_case(1, 768, 0);
+	resnorm_fwd_case(3, 8, 0);
+	resnorm_fwd_case(33, 136, 0);   /* 17 vectors: part of a warp */
+	resnorm_fwd_case(100, 1024, 0); /* NV = 4 */
+	resnorm_fwd_case(64, 2048, 0);  /* NV = 8, the last in registers */
+	resnorm_fwd_case(9, 2056, 0);   /* the two-pass path */
+	resnorm_fwd_case(65536, 768, 1);
+	ASSERT_ALL_PASSED();
+}
+END_TEST
+
+/* Backward: block_input_backward against the unfused launchers. */
+enum { RB_FIRST, RB_ENCODER, RB_FIRST_DECODER, RB_DECODER, RB_APART, RB_N };
+static const char *const rb_names[RB_N] = {
+	"block_input_backward layer 0", "block_input_backward encoder (+ skip gradient)",
+	"block_input_backward first decoder (add = dskip over res)",
+	"block_input_backward decoder (dskip over res)",
+	"block_input_backward skip and add apart",
+};
+
+/* One side's device state: dx, dx0, res (dskip may be written over it), a
+ * dskip of its own, the scalar gradients (lambdas 0..1, skip 2). */
+struct rb_side {
+	uint16_t *dx, *res, *dskip;
+	float *dx0, *g;
+	void *work;
+};
+
+struct rb_in {
+	const uint16_t *dx, *res;      /* host: initial values */
+	const float *dx0, *g;
+	uint16_t *dh, *xm, *x0, *skip, *add; /* device inputs */
+	float *rstd, *lam, *w;
+};
+
+static void rb_reset(struct rb_side *d, const struct rb_in *in, size_t n)
+{
+	upload(d->dx, in->dx, 2 * n);
+	upload(d->res, in->res, 2 * n);
+	upload(d->dx0, in->dx0, 4 * n);
+	upload(d->g, in->g, 3 * sizeof(float));
+	dpoison(d->dskip, 2 * n);
+}
+
+/* Pointers of a mode: dskip (NULL, d->res or d->dskip) and add. */
+static void rb_ptrs(int mode, struct rb_side *d, const struct rb_in *in, uint16_t **dskip,
+                    const uint16_t **add)
+{
+	*dskip = mode == RB_FIRST_DECODER || mode == RB_DECODER ? d->res
+	         : mode == RB_APART                               ? d->dskip
+	                                                          : NULL;
+	*add = mode == RB_ENCODER || mode == RB_APART ? in->add
+	       : mode == RB_FIRST_DECODER             ? d->res
+	                                              : NULL;
+}
+
+static void rb_fused(int mode, struct rb_side *d, const struct rb_in *in, int T, int D)
+{
+	uint16_t *dskip;
+	const uint16_t *add;
+	rb_ptrs(mode, d, in, &dskip, &add);
+	block_input_backward(d->dx, d->dx0, d->g, dskip, dskip ? d->g + 2 : NULL, in->dh, in->xm,
+	                     in->rstd, d->res, in->x0, in->lam, dskip ? in->skip : NULL,
+	                     dskip ? in->w : NULL, add, T, D, d->work, 0);
+}
+
+static void rb_unfused(int mode, struct rb_side *d, const struct rb_in *in, int T, int D)
+{
+	const size_t n = (size_t)T * D;
+	uint16_t *dskip;
+	const uint16_t *add;
+	rb_ptrs(mode, d, in, &dskip, &add);
+	rmsnorm_backward(d->dx, 1, in->dh, NULL, in->xm, NULL, 0, in->rstd, T, D, 0);
+	mix_lambda_backward(d->dx, d->dx0, d->g, d->dx, d->res, in->x0, in->lam, n, d->work, 0);
+	if (dskip)
+		mix_skip_backward(dskip, d->g + 2, d->dx, in->skip, in->w, n, d->work, 0);
+	if (add)
+		residual_add(d->dx, d->dx, add, n, 0);
+}
+
+static void resnorm_bwd_case(int T, int D, int bench)
+{
+	const size_t n = (size_t)T * D;
+	uint16_t *dx = xmalloc(2 * n), *res = xmalloc(2 * n), *t16 = xmalloc(2 * n);
+	uint16_t *hf = xmalloc(4 * n), *hu = xmalloc(4 * n);
+	float *dx0 = xmalloc(4 * n), *rstd = xmalloc(4 * (size_t)T);
+	fill_bf16(dx, n, "rb.dx", -1, 1);
+	fill_bf16(res, n, "rb.res", -2, 2);
+	fill_f32(dx0, n, "rb.dx0", -1, 1);
+	struct rb_in in = {.dx = dx, .res = res, .dx0 = dx0};
+	fill_bf16(t16, n, "rb.xm", -2, 2);
+	scale_rows(t16, (size_t)T, (size_t)D, "rb.xmscale");
+	struct rms_ctx rc = {t16, NULL, T, D, EPS_RECORD, NULL, NULL, NULL, NULL};
+	for (int t = 0; t < T; t++) /* the rstd the forward saved, as fp32 */
+		rstd[t] = (float)rms_rstd(&rc, t);
+	in.xm = dcopy(t16, 2 * n);
+	in.rstd = dcopy(rstd, 4 * (size_t)T);
+	fill_bf16(t16, n, "rb.dh", -1, 1);
+	in.dh = dcopy(t16, 2 * n);
+	fill_bf16(t16, n, "rb.x0", -2, 2);
+	in.x0 = dcopy(t16, 2 * n);
+	fill_bf16(t16, n, "rb.skip", -2, 2);
+	in.skip = dcopy(t16, 2 * n);
+	fill_bf16(t16, n, "rb.add", -0.5, 0.5);
+	in.add = dcopy(t16, 2 * n);
+	uint64_t s = seed_of("rb.coef");
+	float lam[2] = {(float)(0.5 + u01(&s)), (float)(2 * u01(&s) - 1)};
+	float w = (float)(0.5 + u01(&s));
+	float g0[3] = {(float)(2 * u01(&s) - 1), (float)(2 * u01(&s) - 1), (float)(2 * u01(&s) - 1)};
+	in.g = g0;
+	in.lam = dscalars(lam, 2), in.w = dscalars(&w, 1);
+	struct rb_side sd[2];
+	const size_t wb = block_input_work_bytes(T, D) > mix_work_bytes(n)
+	                      ? block_input_work_bytes(T, D)
+	                      : mix_work_bytes(n);
+	for (int k = 0; k < 2; k++) {
+		sd[k].dx = dmalloc(2 * n), sd[k].res = dmalloc(2 * n), sd[k].dskip = dmalloc(2 * n);
+		sd[k].dx0 = dmalloc(4 * n), sd[k].g = dmalloc(3 * sizeof(float));
+		sd[k].work = dmalloc(wb);
+	}
+	for (int mode = 0; mode < RB_N; mode++) {
+		rb_reset(&sd[0], &in, n);
+		rb_reset(&sd[1], &in, n);
+		rb_fused(mode, &sd[0], &in, T, D);
+		rb_unfused(mode, &sd[1], &in, T, D);
+		dsync();
+		say("  %s [%d x %d]\n", rb_names[mode], T, D);
+		rf_compare("    dx", sd[0].dx, sd[1].dx, 2 * n, hf, hu);
+		rf_compare("    dx0 (fp32)", sd[0].dx0, sd[1].dx0, 4 * n, hf, hu);
+		rf_compare("    res (dskip over it in the engine's decoders)", sd[0].res, sd[1].res,
+		           2 * n, hf, hu);
+		rf_compare("    dskip of its own (poisoned when unused)", sd[0].dskip, sd[1].dskip,
+		           2 * n, hf, hu);
+		rf_compare("    scalar gradients (lambdas, skip weight)", sd[0].g, sd[1].g,
+		           3 * sizeof(float), hf, hu);
+		float g[3];
+		download(g, sd[0].g, sizeof g);
+		const int has_skip = mode >= RB_FIRST_DECODER;
+		if (g[0] == g0[0] || g[1] == g0[1] || (g[2] == g0[2]) == has_skip) {
+			say("    scalar gradients %s  FAIL\n", "not added where they should be");
+			note_failure("%s [%d x %d]: scalar gradients %.9g %.9g %.9g (from %.9g %.9g %.9g)",
+			             rb_names[mode], T, D, g[0], g[1], g[2], g0[0], g0[1], g0[2]);
+		}
+	}
+	if (bench) {
+		BENCH("block_input_backward decoder", 24.0 * n,
+		      rb_fused(RB_DECODER, &sd[0], &in, T, D));
+		BENCH("  unfused: rmsnorm + lambda + skip backward", 30.0 * n,
+		      rb_unfused(RB_DECODER, &sd[1], &in, T, D));
+		BENCH("block_input_backward encoder", 22.0 * n,
+		      rb_fused(RB_ENCODER, &sd[0], &in, T, D));
+		BENCH("  unfused: rmsnorm + lambda backward + add", 30.0 * n,
+		      rb_unfused(RB_ENCODER, &sd[1], &in, T, D));
+	}
+	for (int k = 0; k < 2; k++) {
+		dfree(sd[k].dx), dfree(sd[k].res), dfree(sd[k].dskip), dfree(sd[k].dx0);
+		dfree(sd[k].g), dfree(sd[k].work);
+	}
+	dfree(in.dh), dfree(in.xm), dfree(in.x0), dfree(in.skip), dfree(in.add), dfree(in.rstd);
+	dfree(in.lam), dfree(in.w);
+	free(dx), free(res), free(t16), free(hf), free(hu), free(dx0), free(rstd);
+}
+
+START_TEST(resnorm_bwd)
+{
+	resnorm_bwd_case(1, 768, 0);
+	resnorm_bwd_case(3, 8, 0);
+	resnorm_bwd_case(33, 136, 0);
+	resnorm_bwd_case(3000, 8, 0);   /* 1024 rows per tile, three tiles */
+	resnorm_bwd_case(300, 264, 0);  /* 33-vector rows across tiles */
+	resnorm_bwd_case(11, 768, 0);   /* one full tile and 256 elements */
+	resnorm_bwd_case(100, 2056, 0);
+	resnorm_bwd_case(5, 9000, 0);   /* rows longer than a tile */
+	resnorm_bwd_case(65536, 768, 1);
+	ASSERT_ALL_PASSED();
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
  * Embedding
  */
 /* T tokens below V; token rep_tok at rep random distinct positions (and
@@ -1488,6 +1849,32 @@ START_TEST(bad_args_embedding)
 END_TEST
 START_TEST(bad_args_align) { residual_add((uint16_t *)18, (uint16_t *)16, (uint16_t *)16, 8, 0); }
 END_TEST
+START_TEST(bad_args_resnorm_shape)
+{
+	residual_rmsnorm_forward((uint16_t *)16, (uint16_t *)16, NULL, (uint16_t *)16,
+	                         (uint16_t *)16, 4, 12, 1e-3f, 0);
+}
+END_TEST
+START_TEST(bad_args_resnorm_align)
+{
+	block_input_forward(NULL, NULL, (uint16_t *)16, (uint16_t *)24, NULL, (uint16_t *)16, NULL,
+	                    NULL, NULL, (uint16_t *)16, (float *)16, 4, 8, 1e-3f, 0);
+}
+END_TEST
+START_TEST(bad_args_resnorm_bwd_alias) /* dh is read across tiles: not an output */
+{
+	block_input_backward((uint16_t *)16, (float *)16, (float *)16, NULL, NULL, (uint16_t *)16,
+	                     (uint16_t *)32, (float *)16, (uint16_t *)16, (uint16_t *)16,
+	                     (float *)16, NULL, NULL, NULL, 4, 8, (void *)16, 0);
+}
+END_TEST
+START_TEST(bad_args_resnorm_skip) /* a skip needs res and w */
+{
+	block_input_forward(NULL, NULL, (uint16_t *)16, (uint16_t *)16, NULL, (uint16_t *)16,
+	                    (uint16_t *)16, (uint16_t *)16, NULL, (uint16_t *)16, (float *)16, 4, 8,
+	                    1e-3f, 0);
+}
+END_TEST
 
 static Suite *gpu_elementwise_suite(void)
 {
@@ -1504,6 +1891,7 @@ static Suite *gpu_elementwise_suite(void)
 	} cases[] = {{"relu2", relu2},           {"rmsnorm_fwd", rmsnorm_fwd},
 	             {"rmsnorm_bwd", rmsnorm_bwd}, {"qk_rotary", qk_rotary},
 	             {"mix_fwd", mix_fwd},       {"mix_bwd", mix_bwd},
+	             {"resnorm_fwd", resnorm_fwd}, {"resnorm_bwd", resnorm_bwd},
 	             {"embedding_fwd", embedding_fwd}, {"embedding_bwd", embedding_bwd}};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		TCase *tc = tcase_create(cases[i].name);
@@ -1517,6 +1905,10 @@ static Suite *gpu_elementwise_suite(void)
 	tcase_add_exit_test(ta, bad_args_qk, 1);
 	tcase_add_exit_test(ta, bad_args_embedding, 1);
 	tcase_add_exit_test(ta, bad_args_align, 1);
+	tcase_add_exit_test(ta, bad_args_resnorm_shape, 1);
+	tcase_add_exit_test(ta, bad_args_resnorm_align, 1);
+	tcase_add_exit_test(ta, bad_args_resnorm_skip, 1);
+	tcase_add_exit_test(ta, bad_args_resnorm_bwd_alias, 1);
 	suite_add_tcase(s, ta);
 	return s;
 }

@@ -2,7 +2,8 @@
  * gpu_engine.c - the CUDA engine (lib/engine_cuda.c) against the CPU engine
  * (lib/engine_cpu.c, the fp32 reference model) on a small model with
  * random weights everywhere: loss and every parameter's gradient for
- * several T and windows, bitwise determinism, one optimizer step against
+ * several T and windows, bitwise determinism, the same bits with kept and
+ * recomputed activations (GPT_CUDA_RECOMPUTE), one optimizer step against
  * lib/optim.c at the record's precision (OPTIM_RECORD_PRECISION, fed the
  * GPU's own gradient), and the state/checkpoint round trip. Needs a CUDA
  * device (make check-gpu).
@@ -281,6 +282,55 @@ START_TEST(deterministic)
 END_TEST
 
 /* ------------------------------------------------------------------------
+ * Kept activations: the engine that keeps them for the backward
+ * (GPT_CUDA_RECOMPUTE=0, the training default) and the one that recomputes
+ * them (=1) give the same bits: loss and gradient of two accumulated
+ * micro-batches.
+ */
+START_TEST(recompute_same)
+{
+	ck_assert_msg(engine_cuda_available(), "no CUDA device: the GPU suite needs one");
+	struct gpt_config c;
+	test_config(&c);
+	struct gpt_table t;
+	gpt_table_build(&c, &t);
+	const int T = max_T_env(1024);
+	float *w = random_weights(&c, &t, 15);
+	uint32_t *in = xmalloc(sizeof(uint32_t) * 2 * T), *tg = xmalloc(sizeof(uint32_t) * 2 * T);
+	random_tokens(&c, 2 * T, 31, in, tg);
+	struct gpt_err e = {0};
+	float *g[2];
+	double loss[2][2];
+	for (int r = 0; r < 2; r++) {
+		setenv("GPT_CUDA_RECOMPUTE", r ? "1" : "0", 1);
+		struct engine *gpu = make(ENGINE_CUDA, &c, w, T);
+		g[r] = xmalloc(sizeof(float) * t.total);
+		gpu->ops->zero_grad(gpu);
+		for (int m = 0; m < 2; m++)
+			ck_assert_msg(!gpu->ops->micro(gpu, in + m * T, tg + m * T, T, 3, 1, &loss[r][m], &e),
+			              "%s", e.msg);
+		ck_assert(!gpu->ops->grad_get(gpu, g[r], &e));
+		engine_free(gpu);
+	}
+	unsetenv("GPT_CUDA_RECOMPUTE");
+	size_t diff = 0;
+	for (size_t i = 0; i < t.total; i++)
+		diff += memcmp(&g[0][i], &g[1][i], sizeof(float)) != 0;
+	fprintf(stderr, "gpu_engine: kept vs recomputed activations: losses %.9g %.9g / %.9g %.9g, "
+	        "%zu of %zu gradient numbers differ\n", loss[0][0], loss[0][1], loss[1][0], loss[1][1],
+	        diff, t.total);
+	ck_assert(loss[0][0] == loss[1][0] && loss[0][1] == loss[1][1]);
+	ck_assert_msg(diff == 0, "%zu gradient numbers differ between kept and recomputed", diff);
+	free(g[0]);
+	free(g[1]);
+	free(in);
+	free(tg);
+	free(w);
+	gpt_table_free(&t);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
  * The data-parallel path with one rank (GPT_CUDA_NCCL=1: NCCL communicator
  * of one, gradient buckets averaged during the backward, Muon split into
  * momentum / own Newton-Schulz / all_gather / apply) gives the plain
@@ -478,6 +528,7 @@ static Suite *gpu_engine_suite(void)
 	tcase_add_test(tc, grads_t1024);
 	tcase_add_test(tc, grads_t1000);
 	tcase_add_test(tc, deterministic);
+	tcase_add_test(tc, recompute_same);
 	tcase_add_test(tc, update_step);
 	tcase_add_test(tc, nccl_world1);
 	tcase_add_test(tc, grads_t4096);

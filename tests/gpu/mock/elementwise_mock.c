@@ -1,12 +1,14 @@
 /*
  * elementwise_mock.c - host emulation of the CUDA runtime calls and of the
- * launchers of kernels/{embedding,rmsnorm,qk_rotary,relu2,mix}.cuh, so that
+ * launchers of kernels/{embedding,rmsnorm,qk_rotary,relu2,mix,resnorm}.cuh, so that
  * tests/gpu/gpu_elementwise.c (its references, tolerances, layouts,
  * poisoning and determinism checks) can run on a machine without a GPU.
  * "Device" memory is host memory; each launcher runs the kernel's
  * algorithm on the CPU in the kernel's fp32 order (per-lane partial sums,
- * butterflies, FMAs, the embedding backward's windows and partials). It
- * says nothing about the CUDA code itself: only a GPU run does.
+ * butterflies, FMAs, the embedding backward's windows and partials); the
+ * fused launchers of resnorm.cuh run the unfused ones in sequence, which is
+ * their contract. It says nothing about the CUDA code itself: only a GPU
+ * run does.
  * Build and run: tests/gpu/mock/run-elementwise.sh (after make).
  */
 #include <math.h>
@@ -20,6 +22,7 @@
 #include "mix.cuh"
 #include "qk_rotary.cuh"
 #include "relu2.cuh"
+#include "resnorm.cuh"
 #include "rmsnorm.cuh"
 
 cudaError_t cudaMalloc(void **p, size_t n)
@@ -149,14 +152,14 @@ void mix_lambda_forward(uint16_t *o, const uint16_t *x, const uint16_t *x0, cons
 {
 	chk(n, o, x, x0);
 	for (size_t i = 0; i < n; i++)
-		o[i] = R(fmaf(l[1], B(x0[i]), l[0] * B(x[i])));
+		o[i] = R(fmaf(l[0], B(x[i]), l[1] * B(x0[i])));
 }
 void mix_value_forward(uint16_t *o, const uint16_t *v, const uint16_t *ve, const float *a, size_t n,
                        cudaStream_t s)
 {
 	chk(n, o, v, ve);
 	for (size_t i = 0; i < n; i++)
-		o[i] = R(ve ? fmaf(a[1], B(ve[i]), a[0] * B(v[i])) : a[0] * B(v[i]));
+		o[i] = R(ve ? fmaf(a[0], B(v[i]), a[1] * B(ve[i])) : a[0] * B(v[i]));
 }
 void mix_skip_forward(uint16_t *o, const uint16_t *x, const uint16_t *sk, const float *w, size_t n,
                       cudaStream_t s)
@@ -286,18 +289,86 @@ void rmsnorm_backward(uint16_t *dx, int acc, const uint16_t *dy, const float *dy
 			yh[i] = B(x[(size_t)r * D + i]) * rs;
 		}
 		for (int l = 0; l < 32; l++)
-			for (int c = l; c < nvec; c += 32)
+			for (int c = l; c < nvec; c += 32) { /* per-vector partials, added */
+				float p = 0;
 				for (int e = 0; e < 8; e++)
-					lane[l] = fmaf(g[8 * c + e], yh[8 * c + e], lane[l]);
+					p = fmaf(yh[8 * c + e], g[8 * c + e], p);
+				lane[l] += p;
+			}
 		float m = bfly(lane, 32) / (float)D;
 		for (int i = 0; i < D; i++) {
-			float o = rs * (g[i] - yh[i] * m);
-			if (acc)
-				o = B(dx[off + i]) + o;
-			dx[off + i] = R(o);
+			float d = fmaf(-m, yh[i], g[i]);
+			dx[off + i] = R(acc ? fmaf(rs, d, B(dx[off + i])) : rs * d);
 		}
 	}
 	free(g), free(yh);
+}
+
+/* resnorm.cuh: the unfused launchers in sequence */
+static void rn_chk(const char *fn, int T, int D, const void *const *p, int np)
+{
+	REQ(T >= 0 && D > 0 && D % 8 == 0, "%s: bad shape T = %d, D = %d", fn, T, D);
+	for (int i = 0; i < np; i++)
+		REQ(!p[i] || al(p[i]), "%s: tensor argument %d is not 16-byte aligned", fn, i);
+}
+void residual_rmsnorm_forward(uint16_t *r, uint16_t *y, float *rstd, const uint16_t *a,
+                              const uint16_t *b, int T, int D, float eps, cudaStream_t s)
+{
+	const void *p[] = {r, y, a, b};
+	rn_chk(__func__, T, D, p, 4);
+	REQ(r && y && a && b, "residual_rmsnorm_forward: NULL tensor");
+	residual_add(r, a, b, (size_t)T * D, s);
+	rmsnorm_forward(y, rstd, r, NULL, 0, T, D, eps, s);
+}
+void block_input_forward(uint16_t *out, uint16_t *res, uint16_t *xm, uint16_t *h, float *rstd,
+                         const uint16_t *a, const uint16_t *b, const uint16_t *skip,
+                         const float *w, const uint16_t *x0, const float *lam, int T, int D,
+                         float eps, cudaStream_t s)
+{
+	const void *p[] = {out, res, xm, h, a, b, skip, x0};
+	rn_chk(__func__, T, D, p, 8);
+	REQ(xm && h && a && x0 && lam && (!out || b) && !skip == !res && !skip == !w,
+	    "block_input_forward: bad arguments");
+	const size_t n = (size_t)T * D;
+	const uint16_t *o = a;
+	uint16_t *tmp = NULL;
+	if (b) {
+		uint16_t *dst = out ? out : (tmp = malloc(2 * (n ? n : 1)));
+		residual_add(dst, a, b, n, s);
+		o = dst;
+	}
+	const uint16_t *r = o;
+	if (skip) { /* skip == out: o itself */
+		mix_skip_forward(res, o, skip, w, n, s);
+		r = res;
+	}
+	mix_lambda_forward(xm, r, x0, lam, n, s);
+	rmsnorm_forward(h, rstd, xm, NULL, 0, T, D, eps, s);
+	free(tmp);
+}
+size_t block_input_work_bytes(int T, int D)
+{
+	return 2 * mix_work_bytes((size_t)(T > 0 ? T : 0) * (size_t)(D > 0 ? D : 0));
+}
+void block_input_backward(uint16_t *dx, float *dx0, float *g_lam, uint16_t *dskip,
+                          float *g_skip, const uint16_t *dh, const uint16_t *xm,
+                          const float *rstd, const uint16_t *res, const uint16_t *x0,
+                          const float *lam, const uint16_t *skip, const float *w,
+                          const uint16_t *add, int T, int D, void *work, cudaStream_t s)
+{
+	const void *p[] = {dx, dx0, dskip, dh, xm, res, x0, skip, add};
+	rn_chk(__func__, T, D, p, 9);
+	REQ(dx && dx0 && g_lam && dh && xm && rstd && res && x0 && lam && work &&
+	        !skip == !dskip && !skip == !g_skip && !skip == !w && dx != dh && dx != xm &&
+	        (!dskip || (dskip != dh && dskip != xm)),
+	    "block_input_backward: bad arguments");
+	const size_t n = (size_t)T * D;
+	rmsnorm_backward(dx, 1, dh, NULL, xm, NULL, 0, rstd, T, D, s);
+	mix_lambda_backward(dx, dx0, g_lam, dx, res, x0, lam, n, work, s);
+	if (skip)
+		mix_skip_backward(dskip, g_skip, dx, skip, w, n, work, s);
+	if (add) /* add == dskip: the one just made */
+		residual_add(dx, dx, add, n, s);
 }
 
 static void qk_one(int bwd, uint16_t *out, float *rout, const uint16_t *in, const uint16_t *xin,
