@@ -79,10 +79,7 @@ attn_dkdv_kernel(bf16 *__restrict__ dk, bf16 *__restrict__ dv, const bf16 *__res
 	att_load_tile(sV, v + (size_t)kb * blk + hoff, rs, tid);
 	att_load_tile(sK + 2 * ATT_TILEB, q + (size_t)kb * blk + hoff, rs, tid);
 	att_load_tile(sK + 4 * ATT_TILEB, dy + (size_t)kb * blk + hoff, rs, tid);
-	if (tid < 32)
-		att_cp16(sVec + tid * 16, lseh + kb * ATTN_BLOCK + tid * 4);
-	else if (tid < 64)
-		att_cp16(sVec + 1024 + (tid - 32) * 16, delh + kb * ATTN_BLOCK + (tid - 32) * 4);
+	att_load_lse_delta(sVec, lseh + kb * ATTN_BLOCK, delh + kb * ATTN_BLOCK, tid);
 	att_cp_commit();
 
 	const int krow0 = kb * ATTN_BLOCK + warp * 16 + g, krow1 = krow0 + 8;
@@ -103,11 +100,8 @@ attn_dkdv_kernel(bf16 *__restrict__ dk, bf16 *__restrict__ dv, const bf16 *__res
 			const int nq = qb + 1, ns = st ^ 1;
 			att_load_tile(sK + (2 + ns) * ATT_TILEB, q + (size_t)nq * blk + hoff, rs, tid);
 			att_load_tile(sK + (4 + ns) * ATT_TILEB, dy + (size_t)nq * blk + hoff, rs, tid);
-			if (tid < 32)
-				att_cp16(sVec + ns * 512 + tid * 16, lseh + nq * ATTN_BLOCK + tid * 4);
-			else if (tid < 64)
-				att_cp16(sVec + 1024 + ns * 512 + (tid - 32) * 16,
-				         delh + nq * ATTN_BLOCK + (tid - 32) * 4);
+			att_load_lse_delta(sVec + ns * 512, lseh + nq * ATTN_BLOCK, delh + nq * ATTN_BLOCK,
+			                   tid);
 		}
 		att_cp_commit();
 		att_cp_wait<1>();

@@ -153,10 +153,7 @@ attn_bwd_fused_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__rest
 	att_load_tile_sw(sV, v + (size_t)kb * blk + hoff, rs, tid);
 	att_load_tile_sw(sK + 2 * ATT_SWTILEB, q + (size_t)kb * blk + hoff, rs, tid);
 	att_load_tile_sw(sK + 4 * ATT_SWTILEB, dy + (size_t)kb * blk + hoff, rs, tid);
-	if (tid < 32)
-		att_cp16(sVec + tid * 16, lseh + kb * ATTN_BLOCK + tid * 4);
-	else if (tid < 64)
-		att_cp16(sVec + 1024 + (tid - 32) * 16, delh + kb * ATTN_BLOCK + (tid - 32) * 4);
+	att_load_lse_delta(sVec, lseh + kb * ATTN_BLOCK, delh + kb * ATTN_BLOCK, tid);
 	att_cp_commit();
 
 	/* S^T, dP^T, dK, dV: keys 32 kw.. (two m-tiles); S^T columns: queries
@@ -191,11 +188,8 @@ attn_bwd_fused_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__rest
 			const int nq = qb + 1, ns = st ^ 1;
 			att_load_tile_sw(sK + (2 + ns) * ATT_SWTILEB, q + (size_t)nq * blk + hoff, rs, tid);
 			att_load_tile_sw(sK + (4 + ns) * ATT_SWTILEB, dy + (size_t)nq * blk + hoff, rs, tid);
-			if (tid < 32)
-				att_cp16(sVec + ns * 512 + tid * 16, lseh + nq * ATTN_BLOCK + tid * 4);
-			else if (tid < 64)
-				att_cp16(sVec + 1024 + ns * 512 + (tid - 32) * 16,
-				         delh + nq * ATTN_BLOCK + (tid - 32) * 4);
+			att_load_lse_delta(sVec + ns * 512, lseh + nq * ATTN_BLOCK, delh + nq * ATTN_BLOCK,
+			                   tid);
 		}
 		att_cp_commit();
 		att_cp_wait<1>();

@@ -183,6 +183,19 @@ __device__ __forceinline__ uint32_t att_pack(float lo, float hi)
 	return u;
 }
 
+/* Start the copy of the lse and delta values of one 128-query block (lse
+ * row l, delta row d: 128 floats each) into shared memory at s (lse) and
+ * s + 1024 (delta); threads 0..63 issue it (the backward kernels keep two
+ * such stages, 512 bytes apart). */
+__device__ __forceinline__ void att_load_lse_delta(uint32_t s, const float *l, const float *d,
+                                                   int tid)
+{
+	if (tid < 32)
+		att_cp16(s + tid * 16, l + tid * 4);
+	else if (tid < 64)
+		att_cp16(s + 1024 + (tid - 32) * 16, d + (tid - 32) * 4);
+}
+
 /* Byte offset of (row, col) in a swizzled tile (the fused backward): 128
  * rows of 256 bytes, no padding; the 16-byte chunk c of row r is stored at
  * chunk c ^ (r & 7), so the 8 rows of one ldmatrix 8x8 matrix (consecutive
