@@ -84,6 +84,23 @@ __device__ __forceinline__ uint32_t st_at(int lane, int k0, int m0)
 	return st_off(k0 + (lane & 7) + 8 * (lane >> 4), m0 + 8 * ((lane >> 3) & 1));
 }
 
+/* One 16-wide k step of a warp's 32 x 32 tile: c[mi][n] += a_mi b_n, with
+ * a0, a1 the A fragments of rows 0..15 and 16..31 and b0, b1 the B
+ * fragments (frag_bt / frag_v order) of columns 0..15 and 16..31. */
+__device__ __forceinline__ void mma_32x32(float c[2][4][4], const uint32_t a0[4],
+                                          const uint32_t a1[4], const uint32_t b0[4],
+                                          const uint32_t b1[4])
+{
+	att_mma(c[0][0], a0, b0[0], b0[1]);
+	att_mma(c[0][1], a0, b0[2], b0[3]);
+	att_mma(c[0][2], a0, b1[0], b1[1]);
+	att_mma(c[0][3], a0, b1[2], b1[3]);
+	att_mma(c[1][0], a1, b0[0], b0[1]);
+	att_mma(c[1][1], a1, b0[2], b0[3]);
+	att_mma(c[1][2], a1, b1[0], b1[1]);
+	att_mma(c[1][3], a1, b1[2], b1[3]);
+}
+
 /* Write a warp's 32 x 64 accumulator (rows r0 + 16 mi + g (+8), columns c0
  * + 8 n + 2 t) scaled by f as bf16 into the swizzled tile at generic
  * pointer tile. */
@@ -217,26 +234,12 @@ attn_bwd_fused_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__rest
 				att_ldsm(a1, sK + fsw_a(lane, 32 * kw + 16, kk * 16));
 				att_ldsm(b0, sQ + fsw_bt(lane, q0, kk * 16));
 				att_ldsm(b1, sQ + fsw_bt(lane, q0 + 16, kk * 16));
-				att_mma(s[0][0], a0, b0[0], b0[1]);
-				att_mma(s[0][1], a0, b0[2], b0[3]);
-				att_mma(s[0][2], a0, b1[0], b1[1]);
-				att_mma(s[0][3], a0, b1[2], b1[3]);
-				att_mma(s[1][0], a1, b0[0], b0[1]);
-				att_mma(s[1][1], a1, b0[2], b0[3]);
-				att_mma(s[1][2], a1, b1[0], b1[1]);
-				att_mma(s[1][3], a1, b1[2], b1[3]);
+				mma_32x32(s, a0, a1, b0, b1);
 				att_ldsm(a0, sV + fsw_a(lane, 32 * kw, kk * 16));
 				att_ldsm(a1, sV + fsw_a(lane, 32 * kw + 16, kk * 16));
 				att_ldsm(b0, sdY + fsw_bt(lane, q0, kk * 16));
 				att_ldsm(b1, sdY + fsw_bt(lane, q0 + 16, kk * 16));
-				att_mma(dp[0][0], a0, b0[0], b0[1]);
-				att_mma(dp[0][1], a0, b0[2], b0[3]);
-				att_mma(dp[0][2], a0, b1[0], b1[1]);
-				att_mma(dp[0][3], a0, b1[2], b1[3]);
-				att_mma(dp[1][0], a1, b0[0], b0[1]);
-				att_mma(dp[1][1], a1, b0[2], b0[3]);
-				att_mma(dp[1][2], a1, b1[0], b1[1]);
-				att_mma(dp[1][3], a1, b1[2], b1[3]);
+				mma_32x32(dp, a0, a1, b0, b1);
 			}
 			/* element (key row 32 kw + 16 mi + g (+8), query column c, c + 1) */
 #pragma unroll
@@ -349,14 +352,7 @@ attn_bwd_fused_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__rest
 				att_ldsm_t(a1, stS + st_at(lane, kk * 16, qw * 32 + 16));
 				att_ldsm_t(b0, sK + fsw_v(lane, kk * 16, 32 * kw));
 				att_ldsm_t(b1, sK + fsw_v(lane, kk * 16, 32 * kw + 16));
-				att_mma(acc[0][0], a0, b0[0], b0[1]);
-				att_mma(acc[0][1], a0, b0[2], b0[3]);
-				att_mma(acc[0][2], a0, b1[0], b1[1]);
-				att_mma(acc[0][3], a0, b1[2], b1[3]);
-				att_mma(acc[1][0], a1, b0[0], b0[1]);
-				att_mma(acc[1][1], a1, b0[2], b0[3]);
-				att_mma(acc[1][2], a1, b1[0], b1[1]);
-				att_mma(acc[1][3], a1, b1[2], b1[3]);
+				mma_32x32(acc, a0, a1, b0, b1);
 			}
 			__syncthreads(); /* the stages are read; thread 0 holds the flag */
 			float *gacc = acc_base + (size_t)sl * 8192 + lane * 32;
