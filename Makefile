@@ -61,6 +61,10 @@ ifeq ($(USE_CUDA),1)
   NVCCFLAGS    ?= -O3 -lineinfo
   NVCC_ALL     := $(NVCCFLAGS) $(CUDA_GENCODE) -std=c++17 -Ilib -Ikernels -MMD -MP \
                   -Xcompiler -Wall,-Wextra,-Wno-unused-parameter
+  # sm_90a code in the build: the Hopper (wgmma) kernels may be dispatched
+  ifneq ($(findstring 90a,$(CUDA_GENCODE)),)
+    NVCC_ALL   += -DATT_WGMMA
+  endif
   GPT_CFLAGS   += -DGPT_CUDA -I$(CUDA_HOME)/include
   CUDA_LIBS    := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
                   -lcublasLt -lcublas -lnccl -lcudart -lstdc++

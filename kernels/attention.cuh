@@ -4,7 +4,8 @@
  * head_dim 128, fp32 softmax, bf16 outputs. C-callable (C and CUDA).
  *
  * Files: attention_mask.cu (mask metadata, work count), attention_fwd.cu
- * (forward), attention_bwd_fused.cu (the backward in one pass: dk, dv and
+ * (forward, mma.sync, and the dispatch), attention_fwd_wg.cu (forward,
+ * wgmma), attention_bwd_fused.cu (the backward in one pass: dk, dv and
  * dq), attention_bwd.cu (delta; the split backward: dk/dv, then dq),
  * attention_simple.cu (a
  * plain one-warp-per-row version of forward and backward, slow, kept as the
@@ -103,6 +104,19 @@ int attn_mask_build(struct attn_mask *m, const uint32_t *tokens, int T, int wind
 int attn_forward(void *y, float *lse, const void *q, const void *k, const void *v,
                  const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
                  struct gpt_err *e);
+
+/* The forward's two kernels: mma.sync (any GPU of compute capability
+ * >= 8.0) and wgmma (9.x, builds with sm_90a code only: call it only where
+ * attn_forward_has_wgmma() says 1). attn_forward runs the wgmma one where
+ * it can, unless GPT_ATTN_FWD=mma is in the environment. Same results up
+ * to fp32 summation order. */
+int attn_forward_has_wgmma(void);
+int attn_forward_mma(void *y, float *lse, const void *q, const void *k, const void *v,
+                     const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
+                     struct gpt_err *e);
+int attn_forward_wg(void *y, float *lse, const void *q, const void *k, const void *v,
+                    const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
+                    struct gpt_err *e);
 
 /* Backward: dq, dk, dv (bf16, overwritten) from dy and the forward's inputs
  * and outputs y, lse. Uses m->delta, m->dqacc, m->sem, m->ticket as

@@ -2,7 +2,9 @@
  * attention_fwd.cu - attention forward on the tensor cores (FlashAttention-2
  * style). See attention.cuh.
  *
- * defines: attn_forward
+ * defines: attn_forward (dispatch: attention_fwd_wg.cu's wgmma kernel on
+ * compute capability 9.x when built with sm_90a code, this one otherwise or
+ * with GPT_ATTN_FWD=mma in the environment), attn_forward_mma
  *
  * One CTA of 8 warps per (query block qb, head h), heaviest blocks first.
  * Shared memory: the Q tile and two stages of K and V tiles (5 x 34 KB).
@@ -19,6 +21,8 @@
  * (the -inf guard below), never NaN. At the end y = O / l (bf16, staged
  * through the Q tile for 16-byte stores) and lse = m * scale + ln l.
  */
+#include <stdlib.h>
+
 #include "attention_impl.cuh"
 #include "cuda_check.h"
 
@@ -163,7 +167,7 @@ attn_fwd_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__res
 	               smem + warp * 16 * ATT_ROWB, o, 1.f / l0, 1.f / l1, lane);
 }
 
-extern "C" int attn_forward(void *y, float *lse, const void *q, const void *k, const void *v,
+extern "C" int attn_forward_mma(void *y, float *lse, const void *q, const void *k, const void *v,
                             const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
                             struct gpt_err *e)
 {
@@ -178,4 +182,38 @@ extern "C" int attn_forward(void *y, float *lse, const void *q, const void *k, c
 	           m->docs_high, m->kb_first, m->T, heads, nb);
 	CUDA_CHECK_LAST();
 	return 0;
+}
+
+/* 1 if the wgmma forward can run: built with sm_90a code (ATT_WGMMA, set
+ * by the Makefile) and the current device has compute capability 9.x.
+ * Decided once per process. */
+extern "C" int attn_forward_has_wgmma(void)
+{
+#if defined(ATT_WGMMA) && !defined(ATT_EMULATE)
+	static int has = -1;
+	if (has < 0) {
+		int dev = 0, major = 0;
+		has = cudaGetDevice(&dev) == cudaSuccess &&
+		      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ==
+		              cudaSuccess &&
+		      major == 9;
+	}
+	return has;
+#else
+	return 0;
+#endif
+}
+
+extern "C" int attn_forward(void *y, float *lse, const void *q, const void *k, const void *v,
+                            const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
+                            struct gpt_err *e)
+{
+	static int env = -1;
+	if (env < 0) {
+		const char *v = getenv("GPT_ATTN_FWD");
+		env = !(v && !strcmp(v, "mma"));
+	}
+	if (env && attn_forward_has_wgmma())
+		return attn_forward_wg(y, lse, q, k, v, m, heads, head_dim, s, e);
+	return attn_forward_mma(y, lse, q, k, v, m, heads, head_dim, s, e);
 }

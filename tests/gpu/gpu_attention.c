@@ -533,14 +533,22 @@ struct bwd_out {
 	uint16_t *dq, *dk, *dv;
 };
 
-static void run_fwd(struct gpu *g, const struct prob *p, int simple, struct fwd_out *o)
+enum { F_FAST, F_SIMPLE, F_MMA };
+
+/* F_FAST: attn_forward (the wgmma kernel where attn_forward_has_wgmma());
+ * F_MMA: the mma.sync kernel */
+static void run_fwd(struct gpu *g, const struct prob *p, int which, struct fwd_out *o)
 {
 	size_t n = (size_t)p->T * p->H * HD * 2, nl = sizeof(float) * p->T * p->H;
 	struct gpt_err e;
 	o->y = xmalloc(n), o->lse = xmalloc(nl);
 	poison(g->y, n), poison(g->lse, nl);
-	int rc = simple ? attn_forward_simple(g->y, g->lse, g->q, g->k, g->v, &g->m, p->H, HD, 0, &e)
-	                : attn_forward(g->y, g->lse, g->q, g->k, g->v, &g->m, p->H, HD, 0, &e);
+	int (*fn)(void *, float *, const void *, const void *, const void *,
+	          const struct attn_mask *, int, int, cudaStream_t, struct gpt_err *) =
+		which == F_SIMPLE ? attn_forward_simple
+		: which == F_MMA  ? attn_forward_mma
+		                  : attn_forward;
+	int rc = fn(g->y, g->lse, g->q, g->k, g->v, &g->m, p->H, HD, 0, &e);
 	ck_assert_msg(rc == 0, "%s", e.msg);
 	down(o->y, g->y, n), down(o->lse, g->lse, nl);
 }
@@ -664,16 +672,19 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 		}
 	}
 
-	/* forward: fast twice (bits), simple once */
-	struct fwd_out of, of2, os;
-	run_fwd(g, &p, 0, &of);
-	run_fwd(g, &p, 0, &of2);
-	run_fwd(g, &p, 1, &os);
+	/* forward: fast twice (bits), simple and mma.sync once */
+	struct fwd_out of, of2, os, om;
+	run_fwd(g, &p, F_FAST, &of);
+	run_fwd(g, &p, F_FAST, &of2);
+	run_fwd(g, &p, F_SIMPLE, &os);
+	run_fwd(g, &p, F_MMA, &om);
 	int det_f = !memcmp(of.y, of2.y, 2 * n) && !memcmp(of.lse, of2.lse, sizeof(float) * nl);
 	check_written(of.y, NULL, &p, tag, "fast", "y");
 	check_written(NULL, of.lse, &p, tag, "fast", "lse");
 	check_written(os.y, NULL, &p, tag, "simple", "y");
 	check_written(NULL, os.lse, &p, tag, "simple", "lse");
+	check_written(om.y, NULL, &p, tag, "mma", "y");
+	check_written(NULL, om.lse, &p, tag, "mma", "lse");
 
 	/* the backward's y, lse: the fast forward's, or the reference's (full) */
 	float *yin = xmalloc(sizeof(float) * n), *lsein = xmalloc(sizeof(float) * nl);
@@ -681,8 +692,9 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 	memcpy(yin16, of.y, 2 * n);
 	memcpy(lsein, of.lse, sizeof(float) * nl);
 
-	struct err ef[NE], es[NE], ep[NE];
+	struct err ef[NE], es[NE], ep[NE], em[NE];
 	memset(ef, 0, sizeof ef), memset(es, 0, sizeof es), memset(ep, 0, sizeof ep);
+	memset(em, 0, sizeof em);
 	for (int ri = 0; ri < nr; ri++) {
 		const struct region *r = &reg[ri];
 		if (r->q1 < r->q0)
@@ -693,6 +705,7 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 		ref_forward(&p, r, heads, nh, ry, rl);
 		cmp_fwd(ef, &p, r, heads, nh, &of, ry, rl);
 		cmp_fwd(es, &p, r, heads, nh, &os, ry, rl);
+		cmp_fwd(em, &p, r, heads, nh, &om, ry, rl);
 		if (full)
 			for (int t = 0; t < T; t++)
 				for (int h = 0; h < H; h++) {
@@ -737,7 +750,7 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 		free(rdq), free(rdk), free(rdv);
 	}
 
-	printf("%s:\n  fast  ", tag);
+	printf("%s:\n  fast (%s forward)", tag, attn_forward_has_wgmma() ? "wgmma" : "mma.sync");
 	for (int i = 0; i < NE; i++)
 		printf(" %s %.2e", e_name[i], err_rel(&ef[i]));
 	printf(" | bits %s\n  simple", det_f && det_b ? "repeat" : "DIFFER");
@@ -746,13 +759,18 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 	printf("\n  split ");
 	for (int i = E_DQ; i < NE; i++)
 		printf(" %s %.2e", e_name[i], err_rel(&ep[i]));
-	printf(" | dk, dv bits %s fast's\n", same_kv ? "equal" : "DIFFER from");
+	printf(" | dk, dv bits %s fast's\n  mma.sync forward", same_kv ? "equal" : "DIFFER from");
+	for (int i = E_Y; i <= E_LSE; i++)
+		printf(" %s %.2e", e_name[i], err_rel(&em[i]));
+	printf("\n");
 	for (int i = 0; i < NE; i++) {
 		const double tol = i == E_LSE ? 1e-4 : 1e-2;
 		err_judge(&ef[i], tag, "fast", e_name[i], tol);
 		err_judge(&es[i], tag, "simple", e_name[i], tol);
 		if (i >= E_DQ)
 			err_judge(&ep[i], tag, "split", e_name[i], tol);
+		else
+			err_judge(&em[i], tag, "mma", e_name[i], tol);
 	}
 	if (!same_kv) {
 		printf("  FAIL %s: fused and split dk, dv differ\n", tag);
@@ -765,7 +783,7 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 	}
 	fflush(stdout);
 
-	free_fwd(&of), free_fwd(&of2), free_fwd(&os);
+	free_fwd(&of), free_fwd(&of2), free_fwd(&os), free_fwd(&om);
 	free_bwd(&bf), free_bwd(&bf2), free_bwd(&bs), free_bwd(&bp);
 	free(yin), free(lsein), free(yin16);
 	prob_free(&p);
@@ -921,7 +939,8 @@ static int cmp_float(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* bwd: 0 forward only, 1 forward + fused backward, 2 forward + split */
+/* bwd: 0 forward only, 1 forward + fused backward, 2 forward + split,
+ * 3 the mma.sync forward only */
 static double time_ms(struct gpu *g, int H, int bwd, int reps)
 {
 	cudaEvent_t e0, e1;
@@ -931,7 +950,11 @@ static double time_ms(struct gpu *g, int H, int bwd, int reps)
 	CUDA_CHECK(cudaEventCreate(&e1));
 	for (int r = -3; r < reps; r++) {
 		CUDA_CHECK(cudaEventRecord(e0, 0));
-		ck_assert(attn_forward(g->y, g->lse, g->q, g->k, g->v, &g->m, H, HD, 0, &e) == 0);
+		if (bwd == 3)
+			ck_assert(attn_forward_mma(g->y, g->lse, g->q, g->k, g->v, &g->m, H, HD, 0, &e) ==
+			          0);
+		else
+			ck_assert(attn_forward(g->y, g->lse, g->q, g->k, g->v, &g->m, H, HD, 0, &e) == 0);
 		if (bwd == 1)
 			ck_assert(attn_backward(g->dq, g->dk, g->dv, g->dy, g->q, g->k, g->v, g->y, g->lse,
 			                        &g->m, H, HD, 0, &e) == 0);
@@ -986,7 +1009,7 @@ START_TEST(bench)
 		ck_assert_msg(attn_mask_build(&g.m, g.tok, T, (int)W, EOT, 0, &e) == 0, "%s", e.msg);
 		CUDA_CHECK(cudaDeviceSynchronize());
 		double tf = time_ms(&g, H, 0, reps), tb = time_ms(&g, H, 1, reps);
-		double tp = time_ms(&g, H, 2, reps);
+		double tp = time_ms(&g, H, 2, reps), tm = time_ms(&g, H, 3, reps);
 		/* spec 12.2: forward 4 * 128 * L per query and head; fwd+bwd 3x */
 		double fm = 4.0 * HD * (double)w.pairs * H, ft = 4.0 * HD * 128.0 * 128.0 * (double)w.tiles * H;
 		printf("W=%-2ld L_mask %7.1f L_tile %7.1f (tiles/head %lld, full %lld) | fwd %7.3f ms "
@@ -996,6 +1019,8 @@ START_TEST(bench)
 		       3 * fm / tb * 1e-9, 3 * ft / tb * 1e-9);
 		printf("     split backward: fwd+bwd %7.3f ms %6.1f / %6.1f TFLOP/s (fused %.3f: %.2fx)\n",
 		       tp, 3 * fm / tp * 1e-9, 3 * ft / tp * 1e-9, tb, tp / tb);
+		printf("     forward kernels: %s %7.3f ms, mma.sync %7.3f ms (%.2fx)\n",
+		       attn_forward_has_wgmma() ? "wgmma" : "(mma.sync)", tf, tm, tm / tf);
 		fflush(stdout);
 	}
 	prob_free(&p);

@@ -1,0 +1,184 @@
+/*
+ * attention_fwd_wg.cu - attention forward on Hopper's warpgroup MMA
+ * (wgmma, sm_90a). See attention.cuh; the same function as
+ * attention_fwd.cu's mma.sync kernel, which stays the path for other GPUs.
+ *
+ * defines: attn_forward_wg (called by attn_forward on compute capability
+ * 9.x when the build has sm_90a code, ATT_WGMMA)
+ *
+ * One CTA of two warpgroups (8 warps) per (query block qb, head h),
+ * heaviest blocks first; warpgroup w owns query rows 64 w..64 w + 63, its
+ * warp 4 w + i rows 16 i.. of those (so every warp owns the same 16 rows as
+ * in attention_fwd.cu). Shared memory: Q and two stages of K and V, panel
+ * tiles (wgmma.cuh), 1024-byte aligned, loaded by cp.async. For each
+ * visited key block:
+ *   S = Q K^T: 8 wgmma m64n128k16, A = Q and B = K from shared memory
+ *     (K-major), all 128 keys at once (64 fp32 registers);
+ *   the mask, online softmax and P = bf16(...) as in attention_fwd.cu;
+ *   O = a O + P V: 8 wgmma with A = P from registers and B = V
+ *     (MN-major) from shared memory.
+ * The two warpgroups run independently between the per-block barriers, so
+ * one's softmax overlaps the other's products.
+ */
+#include "attention_impl.cuh"
+#include "cuda_check.h"
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ATT_HAS_WGMMA 1
+#include "wgmma.cuh"
+#endif
+
+#define ATT_WG_FWD_SMEM (5 * ATT_SWTILEB + 1024)
+
+__global__ void __launch_bounds__(ATT_THREADS, 1)
+attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__restrict__ q,
+                   const bf16 *__restrict__ k, const bf16 *__restrict__ v,
+                   const int32_t *__restrict__ docs, const int32_t *__restrict__ dlo,
+                   const int32_t *__restrict__ dhi, const int32_t *__restrict__ kb_first, int T,
+                   int H, int nb)
+{
+#ifdef ATT_HAS_WGMMA
+	ATT_DYN_SMEM(smem_raw);
+	unsigned char *smem = smem_raw + ((1024 - (att_smem(smem_raw) & 1023)) & 1023);
+	const int qb = nb - 1 - (int)blockIdx.x, h = blockIdx.y;
+	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+	const int wg = warp >> 2;
+	const size_t rs = (size_t)H * ATTN_HEAD_DIM, hoff = (size_t)h * ATTN_HEAD_DIM;
+	const size_t blk = (size_t)ATTN_BLOCK * rs;
+	/* tiles: Q at 0, K stage s at 1 + s, V stage s at 3 + s */
+	const uint32_t sQ = att_smem(smem);
+	const int kb0 = kb_first[qb], n = qb - kb0 + 1;
+
+	wg_load_tile<ATT_THREADS>(sQ, q + (size_t)qb * blk + hoff, rs, tid);
+	wg_load_tile<ATT_THREADS>(sQ + 1 * ATT_SWTILEB, k + (size_t)kb0 * blk + hoff, rs, tid);
+	wg_load_tile<ATT_THREADS>(sQ + 3 * ATT_SWTILEB, v + (size_t)kb0 * blk + hoff, rs, tid);
+	att_cp_commit();
+
+	const int row0 = qb * ATTN_BLOCK + warp * 16 + g, row1 = row0 + 8;
+	const int dq0 = docs[row0], dq1 = docs[row1];
+	const int qlo = dlo[qb], qhi = dhi[qb];
+	const float sl2 = ATT_SCALE * ATT_LOG2E;
+
+	float o[16][4];
+#pragma unroll
+	for (int d = 0; d < 16; d++)
+		o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+	float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+
+	for (int i = 0; i < n; i++) {
+		const int kb = kb0 + i, st = i & 1;
+		if (i + 1 < n) {
+			wg_load_tile<ATT_THREADS>(sQ + (2 - st) * ATT_SWTILEB,
+			                          k + (size_t)(kb + 1) * blk + hoff, rs, tid);
+			wg_load_tile<ATT_THREADS>(sQ + (4 - st) * ATT_SWTILEB,
+			                          v + (size_t)(kb + 1) * blk + hoff, rs, tid);
+		}
+		att_cp_commit();
+		att_cp_wait<1>();
+		att_fence_async_smem();
+		__syncthreads();
+		const uint32_t sK = sQ + (1 + st) * ATT_SWTILEB, sV = sQ + (3 + st) * ATT_SWTILEB;
+		const bool full = kb < qb && qlo == dhi[kb] && dlo[kb] == qhi;
+
+		float s[16][4];
+		wg_fence();
+#pragma unroll
+		for (int kk = 0; kk < 8; kk++)
+			wg_mma_ss(s, wg_desc_k(sQ, wg * 64, kk), wg_desc_k(sK, 0, kk), kk > 0);
+		wg_commit();
+		wg_wait<0>();
+		wg_keep(s);
+
+		if (!full) {
+#pragma unroll
+			for (int j = 0; j < 16; j++) {
+				const int key = kb * ATTN_BLOCK + j * 8 + 2 * t;
+				const int kd0 = docs[key], kd1 = docs[key + 1];
+				if (!(key <= row0 && kd0 == dq0))
+					s[j][0] = -INFINITY;
+				if (!(key + 1 <= row0 && kd1 == dq0))
+					s[j][1] = -INFINITY;
+				if (!(key <= row1 && kd0 == dq1))
+					s[j][2] = -INFINITY;
+				if (!(key + 1 <= row1 && kd1 == dq1))
+					s[j][3] = -INFINITY;
+			}
+		}
+		float mx0 = m0, mx1 = m1;
+#pragma unroll
+		for (int j = 0; j < 16; j++) {
+			mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
+			mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
+		}
+		mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+		mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+		mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+		mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+		/* scaled max; 0 while the row has seen no key (then P = 0) */
+		const float ms0 = mx0 == -INFINITY ? 0.f : mx0 * sl2;
+		const float ms1 = mx1 == -INFINITY ? 0.f : mx1 * sl2;
+		const float a0 = exp2f(m0 * sl2 - ms0), a1 = exp2f(m1 * sl2 - ms1);
+		m0 = mx0, m1 = mx1;
+		l0 *= a0, l1 *= a1;
+#pragma unroll
+		for (int d = 0; d < 16; d++) {
+			o[d][0] *= a0, o[d][1] *= a0;
+			o[d][2] *= a1, o[d][3] *= a1;
+		}
+		uint32_t pa[8][4];
+#pragma unroll
+		for (int j = 0; j < 16; j++) {
+			s[j][0] = exp2f(fmaf(s[j][0], sl2, -ms0));
+			s[j][1] = exp2f(fmaf(s[j][1], sl2, -ms0));
+			s[j][2] = exp2f(fmaf(s[j][2], sl2, -ms1));
+			s[j][3] = exp2f(fmaf(s[j][3], sl2, -ms1));
+			l0 += s[j][0] + s[j][1];
+			l1 += s[j][2] + s[j][3];
+			pa[j >> 1][(j & 1) * 2] = att_pack(s[j][0], s[j][1]);
+			pa[j >> 1][(j & 1) * 2 + 1] = att_pack(s[j][2], s[j][3]);
+		}
+		wg_fence();
+#pragma unroll
+		for (int kk = 0; kk < 8; kk++)
+			wg_mma_rs<1>(o, pa[kk], wg_desc_mn(sV, kk), 1);
+		wg_commit();
+		wg_wait<0>();
+		wg_keep(o);
+#pragma unroll
+		for (int kk = 0; kk < 8; kk++)
+			wg_keep_a(pa[kk]);
+		__syncthreads();
+	}
+	att_cp_wait<0>();
+
+	l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+	l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+	l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+	l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+	if (t == 0) {
+		lse[(size_t)h * T + row0] = m0 * ATT_SCALE + logf(l0);
+		lse[(size_t)h * T + row1] = m1 * ATT_SCALE + logf(l1);
+	}
+	/* the tiles are free after the loop's last barrier: stage the warp's
+	 * 16 rows in padded rows (8 warps x 16 x 272 bytes) */
+	att_store_rows(y + (size_t)(qb * ATTN_BLOCK + warp * 16) * rs + hoff, rs,
+	               smem + warp * 16 * ATT_ROWB, o, 1.f / l0, 1.f / l1, lane);
+#endif
+}
+
+extern "C" int attn_forward_wg(void *y, float *lse, const void *q, const void *k, const void *v,
+                               const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
+                               struct gpt_err *e)
+{
+	const void *ptrs[] = {y, lse, q, k, v};
+	if (attn_check_args(m, heads, head_dim, ptrs, 5, "forward", e))
+		return -1;
+	const int nb = m->T / ATTN_BLOCK;
+	CUDA_CHECK(cudaFuncSetAttribute(attn_fwd_wg_kernel,
+	                                cudaFuncAttributeMaxDynamicSharedMemorySize, ATT_WG_FWD_SMEM));
+	ATT_LAUNCH(attn_fwd_wg_kernel, dim3(nb, heads), ATT_THREADS, ATT_WG_FWD_SMEM, s,
+	           (bf16 *)y, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, m->docs,
+	           m->docs_low, m->docs_high, m->kb_first, m->T, heads, nb);
+	CUDA_CHECK_LAST();
+	return 0;
+}
