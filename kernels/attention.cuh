@@ -107,10 +107,10 @@ int attn_forward(void *y, float *lse, const void *q, const void *k, const void *
 
 /* The forward's two kernels: mma.sync (any GPU of compute capability
  * >= 8.0) and wgmma (9.x, builds with sm_90a code only: call it only where
- * attn_forward_has_wgmma() says 1). attn_forward runs the wgmma one where
+ * attn_has_wgmma() says 1). attn_forward runs the wgmma one where
  * it can, unless GPT_ATTN_FWD=mma is in the environment. Same results up
  * to fp32 summation order. */
-int attn_forward_has_wgmma(void);
+int attn_has_wgmma(void);
 int attn_forward_mma(void *y, float *lse, const void *q, const void *k, const void *v,
                      const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
                      struct gpt_err *e);
@@ -124,6 +124,18 @@ int attn_forward_wg(void *y, float *lse, const void *q, const void *k, const voi
 int attn_backward(void *dq, void *dk, void *dv, const void *dy, const void *q, const void *k,
                   const void *v, const void *y, const float *lse, const struct attn_mask *m,
                   int heads, int head_dim, cudaStream_t s, struct gpt_err *e);
+
+/* The one-pass backward's two kernels (attn_backward picks one as
+ * attn_forward does; GPT_ATTN_BWD=mma forces the mma.sync one): mma.sync
+ * (attention_bwd_fused.cu) and wgmma (attention_bwd_wg.cu, only where
+ * attn_has_wgmma()). Same results up to fp32 summation order. */
+int attn_backward_mma(void *dq, void *dk, void *dv, const void *dy, const void *q,
+                      const void *k, const void *v, const void *y, const float *lse,
+                      const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
+                      struct gpt_err *e);
+int attn_backward_wg(void *dq, void *dk, void *dv, const void *dy, const void *q, const void *k,
+                     const void *v, const void *y, const float *lse, const struct attn_mask *m,
+                     int heads, int head_dim, cudaStream_t s, struct gpt_err *e);
 
 /* The split backward (attention_bwd.cu): same arguments and results up to
  * rounding (dq summed in another order), slower. */

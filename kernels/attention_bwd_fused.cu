@@ -2,7 +2,9 @@
  * attention_bwd_fused.cu - attention backward in one pass over the key
  * blocks: dk, dv and dq together, deterministic. See attention.cuh.
  *
- * defines: attn_backward
+ * defines: attn_backward (dispatch: attention_bwd_wg.cu's wgmma kernel where
+ * attn_has_wgmma(), unless GPT_ATTN_BWD=mma is in the environment; this
+ * one otherwise), attn_backward_mma
  *
  * The split backward (attention_bwd.cu) computes dk, dv per key block and
  * then dq in a second pass that recomputes S, P and dP: 7 tile products per
@@ -61,6 +63,8 @@
  * room in 227 KB for the stages: K, V, two stages of Q and dY (6 x 32 KB),
  * lse and delta (2 KB), P^T and dS^T (2 x 16 KB).
  */
+#include <stdlib.h>
+
 #include "attention_impl.cuh"
 #include "cuda_check.h"
 
@@ -424,7 +428,7 @@ attn_bwd_fused_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__rest
 	att_tile_out(dv + orow, rs, smem + ATT_SWTILEB, tid);
 }
 
-extern "C" int attn_backward(void *dq, void *dk, void *dv, const void *dy, const void *q,
+extern "C" int attn_backward_mma(void *dq, void *dk, void *dv, const void *dy, const void *q,
                              const void *k, const void *v, const void *y, const float *lse,
                              const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
                              struct gpt_err *e)
@@ -445,4 +449,19 @@ extern "C" int attn_backward(void *dq, void *dk, void *dv, const void *dy, const
 	           m->kb_first, m->dqacc, m->sem, m->ticket, T, heads, nb);
 	CUDA_CHECK_LAST();
 	return 0;
+}
+
+extern "C" int attn_backward(void *dq, void *dk, void *dv, const void *dy, const void *q,
+                             const void *k, const void *v, const void *y, const float *lse,
+                             const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
+                             struct gpt_err *e)
+{
+	static int env = -1;
+	if (env < 0) {
+		const char *x = getenv("GPT_ATTN_BWD");
+		env = !(x && !strcmp(x, "mma"));
+	}
+	if (env && attn_has_wgmma())
+		return attn_backward_wg(dq, dk, dv, dy, q, k, v, y, lse, m, heads, head_dim, s, e);
+	return attn_backward_mma(dq, dk, dv, dy, q, k, v, y, lse, m, heads, head_dim, s, e);
 }

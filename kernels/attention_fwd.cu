@@ -187,7 +187,7 @@ extern "C" int attn_forward_mma(void *y, float *lse, const void *q, const void *
 /* 1 if the wgmma forward can run: built with sm_90a code (ATT_WGMMA, set
  * by the Makefile) and the current device has compute capability 9.x.
  * Decided once per process. */
-extern "C" int attn_forward_has_wgmma(void)
+extern "C" int attn_has_wgmma(void)
 {
 #if defined(ATT_WGMMA) && !defined(ATT_EMULATE)
 	static int has = -1;
@@ -213,7 +213,7 @@ extern "C" int attn_forward(void *y, float *lse, const void *q, const void *k, c
 		const char *v = getenv("GPT_ATTN_FWD");
 		env = !(v && !strcmp(v, "mma"));
 	}
-	if (env && attn_forward_has_wgmma())
+	if (env && attn_has_wgmma())
 		return attn_forward_wg(y, lse, q, k, v, m, heads, head_dim, s, e);
 	return attn_forward_mma(y, lse, q, k, v, m, heads, head_dim, s, e);
 }

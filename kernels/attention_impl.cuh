@@ -147,6 +147,14 @@ __device__ __forceinline__ void att_fence_async_global(void)
 	asm volatile("fence.proxy.async.global;\n" ::: "memory");
 }
 
+/* *p += (a, b, c, d), fp32, one vector reduction performed at L2 (sm_90). */
+__device__ __forceinline__ void att_red_add4(float *p, float a, float b, float c, float d)
+{
+	asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "f"(a), "f"(b),
+	             "f"(c), "f"(d)
+	             : "memory");
+}
+
 /* Inter-CTA flags (gpu scope): a release store, and an acquire spin until
  * *p >= v. */
 __device__ __forceinline__ void att_flag_release(int *p, int v)

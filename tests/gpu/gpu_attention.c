@@ -535,7 +535,7 @@ struct bwd_out {
 
 enum { F_FAST, F_SIMPLE, F_MMA };
 
-/* F_FAST: attn_forward (the wgmma kernel where attn_forward_has_wgmma());
+/* F_FAST: attn_forward (the wgmma kernel where attn_has_wgmma());
  * F_MMA: the mma.sync kernel */
 static void run_fwd(struct gpu *g, const struct prob *p, int which, struct fwd_out *o)
 {
@@ -553,7 +553,9 @@ static void run_fwd(struct gpu *g, const struct prob *p, int which, struct fwd_o
 	down(o->y, g->y, n), down(o->lse, g->lse, nl);
 }
 
-enum { B_FUSED, B_SIMPLE, B_SPLIT };
+/* B_FUSED: attn_backward (the wgmma kernel where attn_has_wgmma());
+ * B_MMA: the one-pass mma.sync kernel */
+enum { B_FUSED, B_SIMPLE, B_SPLIT, B_MMA };
 
 static void run_bwd(struct gpu *g, const struct prob *p, int which, struct bwd_out *o)
 {
@@ -565,6 +567,7 @@ static void run_bwd(struct gpu *g, const struct prob *p, int which, struct bwd_o
 	          const void *, const float *, const struct attn_mask *, int, int, cudaStream_t,
 	          struct gpt_err *) = which == B_SIMPLE  ? attn_backward_simple
 	                              : which == B_SPLIT ? attn_backward_split
+	                              : which == B_MMA   ? attn_backward_mma
 	                                                 : attn_backward;
 	int rc = fn(g->dq, g->dk, g->dv, g->dy, g->q, g->k, g->v, g->yin, g->lsein, &g->m, p->H, HD,
 	            0, &e);
@@ -694,7 +697,7 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 
 	struct err ef[NE], es[NE], ep[NE], em[NE];
 	memset(ef, 0, sizeof ef), memset(es, 0, sizeof es), memset(ep, 0, sizeof ep);
-	memset(em, 0, sizeof em);
+	memset(em, 0, sizeof em); /* em: the mma.sync forward and one-pass backward */
 	for (int ri = 0; ri < nr; ri++) {
 		const struct region *r = &reg[ri];
 		if (r->q1 < r->q0)
@@ -722,22 +725,24 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 	up(g->yin, yin16, 2 * n);
 	up(g->lsein, lsein, sizeof(float) * nl);
 
-	/* backward: fast (fused) twice (bits), split and simple once */
-	struct bwd_out bf, bf2, bs, bp;
+	/* backward: fast twice (bits), split, simple and mma.sync once */
+	struct bwd_out bf, bf2, bs, bp, bm;
 	run_bwd(g, &p, B_FUSED, &bf);
 	run_bwd(g, &p, B_FUSED, &bf2);
 	run_bwd(g, &p, B_SIMPLE, &bs);
 	run_bwd(g, &p, B_SPLIT, &bp);
+	run_bwd(g, &p, B_MMA, &bm);
 	int det_b = !memcmp(bf.dq, bf2.dq, 2 * n) && !memcmp(bf.dk, bf2.dk, 2 * n) &&
 	            !memcmp(bf.dv, bf2.dv, 2 * n);
-	/* the two tensor-core paths share dk, dv's arithmetic: same bits */
-	int same_kv = !memcmp(bf.dk, bp.dk, 2 * n) && !memcmp(bf.dv, bp.dv, 2 * n);
+	/* the two mma.sync paths share dk, dv's arithmetic: same bits */
+	int same_kv = !memcmp(bm.dk, bp.dk, 2 * n) && !memcmp(bm.dv, bp.dv, 2 * n);
 	const uint16_t *fb[] = {bf.dq, bf.dk, bf.dv}, *sb[] = {bs.dq, bs.dk, bs.dv};
-	const uint16_t *pb[] = {bp.dq, bp.dk, bp.dv};
+	const uint16_t *pb[] = {bp.dq, bp.dk, bp.dv}, *mb[] = {bm.dq, bm.dk, bm.dv};
 	for (int i = 0; i < 3; i++) {
 		check_written(fb[i], NULL, &p, tag, "fast", e_name[E_DQ + i]);
 		check_written(sb[i], NULL, &p, tag, "simple", e_name[E_DQ + i]);
 		check_written(pb[i], NULL, &p, tag, "split", e_name[E_DQ + i]);
+		check_written(mb[i], NULL, &p, tag, "mma", e_name[E_DQ + i]);
 	}
 	for (int ri = 0; ri < nr; ri++) {
 		const struct region *r = &reg[ri];
@@ -747,10 +752,11 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 		cmp_bwd(ef, &p, r, heads, nh, &bf, rdq, rdk, rdv);
 		cmp_bwd(es, &p, r, heads, nh, &bs, rdq, rdk, rdv);
 		cmp_bwd(ep, &p, r, heads, nh, &bp, rdq, rdk, rdv);
+		cmp_bwd(em, &p, r, heads, nh, &bm, rdq, rdk, rdv);
 		free(rdq), free(rdk), free(rdv);
 	}
 
-	printf("%s:\n  fast (%s forward)", tag, attn_forward_has_wgmma() ? "wgmma" : "mma.sync");
+	printf("%s:\n  fast (%s)", tag, attn_has_wgmma() ? "wgmma" : "mma.sync");
 	for (int i = 0; i < NE; i++)
 		printf(" %s %.2e", e_name[i], err_rel(&ef[i]));
 	printf(" | bits %s\n  simple", det_f && det_b ? "repeat" : "DIFFER");
@@ -759,8 +765,8 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 	printf("\n  split ");
 	for (int i = E_DQ; i < NE; i++)
 		printf(" %s %.2e", e_name[i], err_rel(&ep[i]));
-	printf(" | dk, dv bits %s fast's\n  mma.sync forward", same_kv ? "equal" : "DIFFER from");
-	for (int i = E_Y; i <= E_LSE; i++)
+	printf(" | dk, dv bits %s mma.sync's\n  mma.sync", same_kv ? "equal" : "DIFFER from");
+	for (int i = 0; i < NE; i++)
 		printf(" %s %.2e", e_name[i], err_rel(&em[i]));
 	printf("\n");
 	for (int i = 0; i < NE; i++) {
@@ -769,12 +775,11 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 		err_judge(&es[i], tag, "simple", e_name[i], tol);
 		if (i >= E_DQ)
 			err_judge(&ep[i], tag, "split", e_name[i], tol);
-		else
-			err_judge(&em[i], tag, "mma", e_name[i], tol);
+		err_judge(&em[i], tag, "mma", e_name[i], tol);
 	}
 	if (!same_kv) {
-		printf("  FAIL %s: fused and split dk, dv differ\n", tag);
-		EXPECT(0, "%s: fused and split dk, dv differ", tag);
+		printf("  FAIL %s: one-pass mma.sync and split dk, dv differ\n", tag);
+		EXPECT(0, "%s: one-pass mma.sync and split dk, dv differ", tag);
 	}
 	if (!det_f || !det_b) {
 		printf("  FAIL %s: two fast runs differ (forward %s, backward %s)\n", tag,
@@ -784,7 +789,7 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 	fflush(stdout);
 
 	free_fwd(&of), free_fwd(&of2), free_fwd(&os), free_fwd(&om);
-	free_bwd(&bf), free_bwd(&bf2), free_bwd(&bs), free_bwd(&bp);
+	free_bwd(&bf), free_bwd(&bf2), free_bwd(&bs), free_bwd(&bp), free_bwd(&bm);
 	free(yin), free(lsein), free(yin16);
 	prob_free(&p);
 }
@@ -939,8 +944,9 @@ static int cmp_float(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* bwd: 0 forward only, 1 forward + fused backward, 2 forward + split,
- * 3 the mma.sync forward only */
+/* bwd: 0 forward only, 1 forward + backward (attn_backward), 2 forward +
+ * split backward, 3 the mma.sync forward only, 4 forward + the one-pass
+ * mma.sync backward */
 static double time_ms(struct gpu *g, int H, int bwd, int reps)
 {
 	cudaEvent_t e0, e1;
@@ -958,6 +964,9 @@ static double time_ms(struct gpu *g, int H, int bwd, int reps)
 		if (bwd == 1)
 			ck_assert(attn_backward(g->dq, g->dk, g->dv, g->dy, g->q, g->k, g->v, g->y, g->lse,
 			                        &g->m, H, HD, 0, &e) == 0);
+		else if (bwd == 4)
+			ck_assert(attn_backward_mma(g->dq, g->dk, g->dv, g->dy, g->q, g->k, g->v, g->y,
+			                            g->lse, &g->m, H, HD, 0, &e) == 0);
 		else if (bwd == 2)
 			ck_assert(attn_backward_split(g->dq, g->dk, g->dv, g->dy, g->q, g->k, g->v, g->y,
 			                              g->lse, &g->m, H, HD, 0, &e) == 0);
@@ -1010,6 +1019,7 @@ START_TEST(bench)
 		CUDA_CHECK(cudaDeviceSynchronize());
 		double tf = time_ms(&g, H, 0, reps), tb = time_ms(&g, H, 1, reps);
 		double tp = time_ms(&g, H, 2, reps), tm = time_ms(&g, H, 3, reps);
+		double to = time_ms(&g, H, 4, reps);
 		/* spec 12.2: forward 4 * 128 * L per query and head; fwd+bwd 3x */
 		double fm = 4.0 * HD * (double)w.pairs * H, ft = 4.0 * HD * 128.0 * 128.0 * (double)w.tiles * H;
 		printf("W=%-2ld L_mask %7.1f L_tile %7.1f (tiles/head %lld, full %lld) | fwd %7.3f ms "
@@ -1017,10 +1027,12 @@ START_TEST(bench)
 		       W, (double)w.pairs / T, 128.0 * 128.0 * (double)w.tiles / T, (long long)w.tiles,
 		       (long long)w.full_tiles, tf, fm / tf * 1e-9, ft / tf * 1e-9, tb,
 		       3 * fm / tb * 1e-9, 3 * ft / tb * 1e-9);
-		printf("     split backward: fwd+bwd %7.3f ms %6.1f / %6.1f TFLOP/s (fused %.3f: %.2fx)\n",
+		printf("     split backward: fwd+bwd %7.3f ms %6.1f / %6.1f TFLOP/s (fast %.3f: %.2fx)\n",
 		       tp, 3 * fm / tp * 1e-9, 3 * ft / tp * 1e-9, tb, tp / tb);
+		printf("     one-pass mma.sync backward: fwd+bwd %7.3f ms (fast %.3f: %.2fx)\n", to, tb,
+		       to / tb);
 		printf("     forward kernels: %s %7.3f ms, mma.sync %7.3f ms (%.2fx)\n",
-		       attn_forward_has_wgmma() ? "wgmma" : "(mma.sync)", tf, tm, tm / tf);
+		       attn_has_wgmma() ? "wgmma" : "(mma.sync)", tf, tm, tm / tf);
 		fflush(stdout);
 	}
 	prob_free(&p);

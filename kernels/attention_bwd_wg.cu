@@ -1,0 +1,307 @@
+/*
+ * attention_bwd_wg.cu - the one-pass attention backward (dk, dv and dq,
+ * deterministic) on Hopper's warpgroup MMA (wgmma, sm_90a). See
+ * attention.cuh; the same function as attention_bwd_fused.cu's mma.sync
+ * kernel, which stays the path for other GPUs and whose header explains the
+ * scheme this kernel keeps: one CTA per (key block kb, head) taking its
+ * place from a ticket counter, walking the query blocks qb = kb..qb_last[kb]
+ * in two 64-query slices, and dq summed in fp32 in the workspace in the
+ * fixed order kb = qb, qb-1, ..., kb_first[qb] under per-(query block,
+ * head) flags, the last contributor writing bf16.
+ *
+ * defines: attn_backward_wg (called by attn_backward where attn_has_wgmma())
+ *
+ * Work split: warpgroup w (warps 4 w..4 w+3) owns keys 64 w..64 w+63 of
+ * the block, warp 4 w + i keys 16 i.. of those. Per slice:
+ *   S^T = K Q^T and dP^T = V dY^T: wgmma m64n64k16 (A = K or V, B = Q or dY,
+ *     K-major panel tiles, wgmma.cuh), 32 fp32 registers each;
+ *   P^T and dS^T = P^T (dP^T - delta) elementwise as in the mma.sync
+ *     kernel; both packed to bf16 A fragments in registers; dS^T also to a
+ *     shared stage (128 keys x 64 queries, one 128-byte-swizzled panel);
+ *   dV += P^T dY and dK += dS^T Q: wgmma m64n128k16 with A from registers,
+ *     B = dY or Q (MN-major), accumulators (64 registers each) kept over
+ *     the query blocks;
+ *   dQ = dS K for the slice's 64 queries and head dimensions 64 w..: wgmma
+ *     m64n64k16 with A = the dS^T stage (M-major) and B = K (N-major).
+ * dQ parts go to the workspace straight from registers: the first
+ * contributor stores them, the middle ones add them with red.global.add
+ * .v4.f32, the last reads the sum (one contributor at a time per element,
+ * in flag order, so the sums are the same on every run). A contributor
+ * releases its flag at the next query block's first slice, after every
+ * thread's __threadfence() (its reductions are then performed).
+ * Shared memory: K, V, two stages of Q and dY (6 x 32 KB panel tiles), the
+ * dS^T stage (16 KB), lse and delta (2 stages), the ticket; 1024-byte
+ * aligned.
+ */
+#include "attention_impl.cuh"
+#include "cuda_check.h"
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ATT_HAS_WGMMA 1
+#include "wgmma.cuh"
+#endif
+
+#define ATT_BWG_ST (6 * ATT_SWTILEB)           /* dS^T stage, 16 KB */
+#define ATT_BWG_VEC (ATT_BWG_ST + 128 * 128)   /* lse, delta: 2 stages */
+#define ATT_BWG_TICKET (ATT_BWG_VEC + 4 * ATTN_BLOCK * 4)
+#define ATT_BWG_SMEM (ATT_BWG_TICKET + 16 + 1024)
+
+/* Byte offset of (key row r, query column c) in the dS^T stage: one panel
+ * of 128 rows x 64 bf16 (wgmma.cuh's layout). */
+__device__ __forceinline__ uint32_t bwg_st(int r, int c)
+{
+	return (uint32_t)(r * 128 + (((c >> 3) ^ (r & 7)) << 4) + (c & 7) * 2);
+}
+
+__global__ void __launch_bounds__(ATT_THREADS, 1)
+attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restrict__ dv,
+                   const bf16 *__restrict__ q, const bf16 *__restrict__ k,
+                   const bf16 *__restrict__ v, const bf16 *__restrict__ dy,
+                   const float *__restrict__ lse, const float *__restrict__ delta,
+                   const int32_t *__restrict__ docs, const int32_t *__restrict__ dlo,
+                   const int32_t *__restrict__ dhi, const int32_t *__restrict__ qb_last,
+                   const int32_t *__restrict__ kb_first, float *__restrict__ dqacc,
+                   int *__restrict__ sem, int *__restrict__ ticket, int T, int H, int nb)
+{
+#ifdef ATT_HAS_WGMMA
+	ATT_DYN_SMEM(smem_raw);
+	unsigned char *smem = smem_raw + ((1024 - (att_smem(smem_raw) & 1023)) & 1023);
+	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+	const int wg = warp >> 2, wi = warp & 3;
+	int *tk = reinterpret_cast<int *>(smem + ATT_BWG_TICKET);
+	if (tid == 0) {
+		const int x = att_ticket(ticket);
+		if (x == nb * H - 1)
+			att_flag_store(ticket, 0);
+		*tk = x;
+	}
+	__syncthreads();
+	const int tix = *tk, h = tix % H, kb = nb - 1 - tix / H;
+	const size_t rs = (size_t)H * ATTN_HEAD_DIM, hoff = (size_t)h * ATTN_HEAD_DIM;
+	const size_t blk = (size_t)ATTN_BLOCK * rs;
+	/* tiles: K at 0, V at 1, Q stage s at 2 + s, dY stage s at 4 + s */
+	const uint32_t sK = att_smem(smem), sV = sK + ATT_SWTILEB;
+	const uint32_t stS = sK + ATT_BWG_ST, sVec = sK + ATT_BWG_VEC;
+	unsigned char *gS = smem + ATT_BWG_ST;
+	const float *fVec = reinterpret_cast<const float *>(smem + ATT_BWG_VEC);
+	const float *lseh = lse + (size_t)h * T, *delh = delta + (size_t)h * T;
+	int *semh = sem + (size_t)h * nb;
+	const int n = qb_last[kb] - kb + 1;
+
+	wg_load_tile<ATT_THREADS>(sK, k + (size_t)kb * blk + hoff, rs, tid);
+	wg_load_tile<ATT_THREADS>(sV, v + (size_t)kb * blk + hoff, rs, tid);
+	wg_load_tile<ATT_THREADS>(sK + 2 * ATT_SWTILEB, q + (size_t)kb * blk + hoff, rs, tid);
+	wg_load_tile<ATT_THREADS>(sK + 4 * ATT_SWTILEB, dy + (size_t)kb * blk + hoff, rs, tid);
+	att_load_lse_delta(sVec, lseh + kb * ATTN_BLOCK, delh + kb * ATTN_BLOCK, tid);
+	att_cp_commit();
+
+	const int kr = 64 * wg + 16 * wi + g; /* key row in the block (and kr + 8) */
+	const int krow = kb * ATTN_BLOCK + kr;
+	const int kd0 = docs[krow], kd1 = docs[krow + 8];
+	const int klo = dlo[kb], khi = dhi[kb];
+	const float sl2 = ATT_SCALE * ATT_LOG2E;
+
+	float dka[16][4], dva[16][4];
+#pragma unroll
+	for (int d = 0; d < 16; d++)
+#pragma unroll
+		for (int e = 0; e < 4; e++)
+			dka[d][e] = dva[d][e] = 0.f;
+
+	int pend = -1, pendv = 0; /* flag to release at the next slice 0, and its value */
+	for (int i = 0; i < n; i++) {
+		const int qb = kb + i, st = i & 1;
+		if (i + 1 < n) {
+			const int nq = qb + 1, ns = st ^ 1;
+			wg_load_tile<ATT_THREADS>(sK + (2 + ns) * ATT_SWTILEB, q + (size_t)nq * blk + hoff,
+			                          rs, tid);
+			wg_load_tile<ATT_THREADS>(sK + (4 + ns) * ATT_SWTILEB, dy + (size_t)nq * blk + hoff,
+			                          rs, tid);
+			att_load_lse_delta(sVec + ns * 512, lseh + nq * ATTN_BLOCK, delh + nq * ATTN_BLOCK,
+			                   tid);
+		}
+		att_cp_commit();
+		att_cp_wait<1>();
+		att_fence_async_smem();
+		__syncthreads();
+		const uint32_t sQ = sK + (2 + st) * ATT_SWTILEB, sdY = sK + (4 + st) * ATT_SWTILEB;
+		const float *L = fVec + st * 128, *Dl = fVec + 256 + st * 128;
+		const bool full = kb < qb && dlo[qb] == khi && klo == dhi[qb];
+		const bool first = i == 0, last = kb == kb_first[qb];
+		float *acc_base = dqacc + ((size_t)h * nb + qb) * (2 * 8192) + warp * 1024 + lane * 32;
+#pragma unroll 1
+		for (int sl = 0; sl < 2; sl++) {
+			float s[8][4], dp[8][4];
+			wg_fence();
+#pragma unroll
+			for (int kk = 0; kk < 8; kk++)
+				wg_mma_ss64<0, 0>(s, wg_desc_k(sK, 64 * wg, kk), wg_desc_k(sQ, 64 * sl, kk),
+				                  kk > 0);
+#pragma unroll
+			for (int kk = 0; kk < 8; kk++)
+				wg_mma_ss64<0, 0>(dp, wg_desc_k(sV, 64 * wg, kk), wg_desc_k(sdY, 64 * sl, kk),
+				                  kk > 0);
+			wg_commit();
+			wg_wait<0>();
+			wg_keep8(s);
+			wg_keep8(dp);
+			/* element (key krow (+8), query column c, c + 1 of the block) */
+#pragma unroll
+			for (int j = 0; j < 8; j++) {
+				const int c = 64 * sl + j * 8 + 2 * t;
+				const float L0 = L[c] * ATT_LOG2E, L1 = L[c + 1] * ATT_LOG2E;
+				const float D0 = Dl[c], D1 = Dl[c + 1];
+				const int qp = qb * ATTN_BLOCK + c;
+				float p00 = exp2f(fmaf(s[j][0], sl2, -L0)), p01 = exp2f(fmaf(s[j][1], sl2, -L1));
+				float p10 = exp2f(fmaf(s[j][2], sl2, -L0)), p11 = exp2f(fmaf(s[j][3], sl2, -L1));
+				if (!full) {
+					const int qd0 = docs[qp], qd1 = docs[qp + 1];
+					if (!(krow <= qp && kd0 == qd0))
+						p00 = 0.f;
+					if (!(krow <= qp + 1 && kd0 == qd1))
+						p01 = 0.f;
+					if (!(krow + 8 <= qp && kd1 == qd0))
+						p10 = 0.f;
+					if (!(krow + 8 <= qp + 1 && kd1 == qd1))
+						p11 = 0.f;
+				}
+				s[j][0] = p00, s[j][1] = p01, s[j][2] = p10, s[j][3] = p11;
+				dp[j][0] = p00 * (dp[j][0] - D0);
+				dp[j][1] = p01 * (dp[j][1] - D1);
+				dp[j][2] = p10 * (dp[j][2] - D0);
+				dp[j][3] = p11 * (dp[j][3] - D1);
+			}
+			uint32_t pp[4][4], pd[4][4];
+#pragma unroll
+			for (int kq = 0; kq < 4; kq++) {
+				pp[kq][0] = att_pack(s[2 * kq][0], s[2 * kq][1]);
+				pp[kq][1] = att_pack(s[2 * kq][2], s[2 * kq][3]);
+				pp[kq][2] = att_pack(s[2 * kq + 1][0], s[2 * kq + 1][1]);
+				pp[kq][3] = att_pack(s[2 * kq + 1][2], s[2 * kq + 1][3]);
+				pd[kq][0] = att_pack(dp[2 * kq][0], dp[2 * kq][1]);
+				pd[kq][1] = att_pack(dp[2 * kq][2], dp[2 * kq][3]);
+				pd[kq][2] = att_pack(dp[2 * kq + 1][0], dp[2 * kq + 1][1]);
+				pd[kq][3] = att_pack(dp[2 * kq + 1][2], dp[2 * kq + 1][3]);
+			}
+			/* the stage is free once every warp's previous dQ products are
+			 * done; at slice 0 the previous query block's sums are
+			 * performed (each thread's fence) before thread 0 releases */
+			if (sl == 0 && pend >= 0)
+				__threadfence();
+			__syncthreads();
+			if (sl == 0 && tid == 0) {
+				if (pend >= 0)
+					att_flag_release(semh + pend, pendv);
+				if (!first) {
+					att_flag_wait(semh + qb, qb - kb);
+					if (last)
+						att_flag_store(semh + qb, 0);
+				}
+			}
+			if (sl == 0)
+				pend = -1;
+#pragma unroll
+			for (int kq = 0; kq < 4; kq++)
+#pragma unroll
+				for (int hh = 0; hh < 2; hh++) {
+					const int c = 16 * kq + 8 * hh + 2 * t;
+					*reinterpret_cast<uint32_t *>(gS + bwg_st(kr, c)) = pd[kq][2 * hh];
+					*reinterpret_cast<uint32_t *>(gS + bwg_st(kr + 8, c)) = pd[kq][2 * hh + 1];
+				}
+			att_fence_async_smem();
+			__syncthreads(); /* the stage is written; thread 0 holds the flag */
+			float dqa[8][4];
+			wg_fence();
+#pragma unroll
+			for (int kq = 0; kq < 4; kq++)
+				wg_mma_rs<1>(dva, pp[kq], wg_desc_mn(sdY, 4 * sl + kq), 1);
+#pragma unroll
+			for (int kq = 0; kq < 4; kq++)
+				wg_mma_rs<1>(dka, pd[kq], wg_desc_mn(sQ, 4 * sl + kq), 1);
+#pragma unroll
+			for (int kk = 0; kk < 8; kk++)
+				wg_mma_ss64<1, 1>(dqa, wg_desc(stS + kk * 2048, WG_PANELB, 1024),
+				                  wg_desc(sK + wg * WG_PANELB + kk * 2048, WG_PANELB, 1024),
+				                  kk > 0);
+			wg_commit();
+			wg_wait<0>();
+			wg_keep(dva);
+			wg_keep(dka);
+			wg_keep8(dqa);
+#pragma unroll
+			for (int kq = 0; kq < 4; kq++) {
+				wg_keep_a(pp[kq]);
+				wg_keep_a(pd[kq]);
+			}
+			/* dQ rows: queries 64 sl + 16 wi + g (+8), columns 64 wg + 8 j + 2 t */
+			float *gacc = acc_base + (size_t)sl * 8192;
+			if (last) {
+				if (!first) {
+#pragma unroll
+					for (int f = 0; f < 8; f++) {
+						const float4 x = __ldcg(reinterpret_cast<const float4 *>(gacc) + f);
+						dqa[f][0] += x.x, dqa[f][1] += x.y, dqa[f][2] += x.z, dqa[f][3] += x.w;
+					}
+				}
+				const size_t row = (size_t)qb * ATTN_BLOCK + 64 * sl + 16 * wi + g;
+#pragma unroll
+				for (int j = 0; j < 8; j++) {
+					bf16 *o = dq + row * rs + hoff + 64 * wg + 8 * j + 2 * t;
+					*reinterpret_cast<uint32_t *>(o) =
+						att_pack(dqa[j][0] * ATT_SCALE, dqa[j][1] * ATT_SCALE);
+					*reinterpret_cast<uint32_t *>(o + 8 * rs) =
+						att_pack(dqa[j][2] * ATT_SCALE, dqa[j][3] * ATT_SCALE);
+				}
+			} else if (first) {
+#pragma unroll
+				for (int f = 0; f < 8; f++)
+					__stcg(reinterpret_cast<float4 *>(gacc) + f,
+					       make_float4(dqa[f][0], dqa[f][1], dqa[f][2], dqa[f][3]));
+			} else {
+#pragma unroll
+				for (int f = 0; f < 8; f++)
+					att_red_add4(gacc + 4 * f, dqa[f][0], dqa[f][1], dqa[f][2], dqa[f][3]);
+			}
+		}
+		if (!last)
+			pend = qb, pendv = qb - kb + 1;
+		__syncthreads();
+	}
+	att_cp_wait<0>();
+	if (pend >= 0)
+		__threadfence();
+	__syncthreads();
+	if (pend >= 0 && tid == 0)
+		att_flag_release(semh + pend, pendv);
+
+	/* dk, dv: the warp's 16 key rows, staged through padded rows (the tiles
+	 * are free) */
+	bf16 *orow = dk + ((size_t)kb * ATTN_BLOCK + 16 * warp) * rs + hoff;
+	unsigned char *stage = smem + warp * 16 * ATT_ROWB;
+	att_store_rows(orow, rs, stage, dka, ATT_SCALE, ATT_SCALE, lane);
+	att_store_rows(dv + (orow - dk), rs, stage, dva, 1.f, 1.f, lane);
+#endif
+}
+
+extern "C" int attn_backward_wg(void *dq, void *dk, void *dv, const void *dy, const void *q,
+                                const void *k, const void *v, const void *y, const float *lse,
+                                const struct attn_mask *m, int heads, int head_dim,
+                                cudaStream_t s, struct gpt_err *e)
+{
+	const void *ptrs[] = {dq, dk, dv, dy, q, k, v, y, lse};
+	if (attn_check_args(m, heads, head_dim, ptrs, 9, "backward", e))
+		return -1;
+	const int T = m->T, nb = T / ATTN_BLOCK;
+	const int rows = T * heads;
+	ATT_LAUNCH(attn_delta_kernel, (rows + 7) / 8, 256, 0, s, m->delta, (const bf16 *)dy,
+	           (const bf16 *)y, T, heads);
+	CUDA_CHECK_LAST();
+	CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_wg_kernel,
+	                                cudaFuncAttributeMaxDynamicSharedMemorySize, ATT_BWG_SMEM));
+	ATT_LAUNCH(attn_bwd_wg_kernel, nb * heads, ATT_THREADS, ATT_BWG_SMEM, s, (bf16 *)dq,
+	           (bf16 *)dk, (bf16 *)dv, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v,
+	           (const bf16 *)dy, lse, m->delta, m->docs, m->docs_low, m->docs_high, m->qb_last,
+	           m->kb_first, m->dqacc, m->sem, m->ticket, T, heads, nb);
+	CUDA_CHECK_LAST();
+	return 0;
+}
