@@ -132,25 +132,25 @@ attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restric
 #pragma unroll 1
 		for (int sl = 0; sl < 2; sl++) {
 			float s[8][4], dp[8][4];
+			/* two groups: P is computed while dP^T is still in the tensor cores */
 			wg_fence();
 #pragma unroll
 			for (int kk = 0; kk < 8; kk++)
 				wg_mma_ss64<0, 0>(s, wg_desc_k(sK, 64 * wg, kk), wg_desc_k(sQ, 64 * sl, kk),
 				                  kk > 0);
+			wg_commit();
 #pragma unroll
 			for (int kk = 0; kk < 8; kk++)
 				wg_mma_ss64<0, 0>(dp, wg_desc_k(sV, 64 * wg, kk), wg_desc_k(sdY, 64 * sl, kk),
 				                  kk > 0);
 			wg_commit();
-			wg_wait<0>();
+			wg_wait<1>();
 			wg_keep8(s);
-			wg_keep8(dp);
 			/* element (key krow (+8), query column c, c + 1 of the block) */
 #pragma unroll
 			for (int j = 0; j < 8; j++) {
 				const int c = 64 * sl + j * 8 + 2 * t;
 				const float L0 = L[c] * ATT_LOG2E, L1 = L[c + 1] * ATT_LOG2E;
-				const float D0 = Dl[c], D1 = Dl[c + 1];
 				const int qp = qb * ATTN_BLOCK + c;
 				float p00 = exp2f(fmaf(s[j][0], sl2, -L0)), p01 = exp2f(fmaf(s[j][1], sl2, -L1));
 				float p10 = exp2f(fmaf(s[j][2], sl2, -L0)), p11 = exp2f(fmaf(s[j][3], sl2, -L1));
@@ -166,10 +166,6 @@ attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restric
 						p11 = 0.f;
 				}
 				s[j][0] = p00, s[j][1] = p01, s[j][2] = p10, s[j][3] = p11;
-				dp[j][0] = p00 * (dp[j][0] - D0);
-				dp[j][1] = p01 * (dp[j][1] - D1);
-				dp[j][2] = p10 * (dp[j][2] - D0);
-				dp[j][3] = p11 * (dp[j][3] - D1);
 			}
 			uint32_t pp[4][4], pd[4][4];
 #pragma unroll
@@ -178,11 +174,36 @@ attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restric
 				pp[kq][1] = att_pack(s[2 * kq][2], s[2 * kq][3]);
 				pp[kq][2] = att_pack(s[2 * kq + 1][0], s[2 * kq + 1][1]);
 				pp[kq][3] = att_pack(s[2 * kq + 1][2], s[2 * kq + 1][3]);
+			}
+			/* dV += P^T dY can start now (B is the dY stage, A registers) */
+			wg_fence();
+#pragma unroll
+			for (int kq = 0; kq < 4; kq++)
+				wg_mma_rs<1>(dva, pp[kq], wg_desc_mn(sdY, 4 * sl + kq), 1);
+			wg_commit();
+			wg_wait<1>(); /* dP^T done (dV may still run) */
+			wg_keep8(dp);
+#pragma unroll
+			for (int j = 0; j < 8; j++) {
+				const int c = 64 * sl + j * 8 + 2 * t;
+				const float D0 = Dl[c], D1 = Dl[c + 1];
+				dp[j][0] = s[j][0] * (dp[j][0] - D0);
+				dp[j][1] = s[j][1] * (dp[j][1] - D1);
+				dp[j][2] = s[j][2] * (dp[j][2] - D0);
+				dp[j][3] = s[j][3] * (dp[j][3] - D1);
+			}
+#pragma unroll
+			for (int kq = 0; kq < 4; kq++) {
 				pd[kq][0] = att_pack(dp[2 * kq][0], dp[2 * kq][1]);
 				pd[kq][1] = att_pack(dp[2 * kq][2], dp[2 * kq][3]);
 				pd[kq][2] = att_pack(dp[2 * kq + 1][0], dp[2 * kq + 1][1]);
 				pd[kq][3] = att_pack(dp[2 * kq + 1][2], dp[2 * kq + 1][3]);
 			}
+			wg_fence();
+#pragma unroll
+			for (int kq = 0; kq < 4; kq++)
+				wg_mma_rs<1>(dka, pd[kq], wg_desc_mn(sQ, 4 * sl + kq), 1);
+			wg_commit();
 			/* the stage is free once every warp's previous dQ products are
 			 * done; at slice 0 the previous query block's sums are
 			 * performed (each thread's fence) before thread 0 releases */
@@ -212,12 +233,6 @@ attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restric
 			__syncthreads(); /* the stage is written; thread 0 holds the flag */
 			float dqa[8][4];
 			wg_fence();
-#pragma unroll
-			for (int kq = 0; kq < 4; kq++)
-				wg_mma_rs<1>(dva, pp[kq], wg_desc_mn(sdY, 4 * sl + kq), 1);
-#pragma unroll
-			for (int kq = 0; kq < 4; kq++)
-				wg_mma_rs<1>(dka, pd[kq], wg_desc_mn(sQ, 4 * sl + kq), 1);
 #pragma unroll
 			for (int kk = 0; kk < 8; kk++)
 				wg_mma_ss64<1, 1>(dqa, wg_desc(stS + kk * 2048, WG_PANELB, 1024),

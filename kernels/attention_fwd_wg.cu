@@ -28,7 +28,7 @@
 #include "wgmma.cuh"
 #endif
 
-#define ATT_WG_FWD_SMEM (5 * ATT_SWTILEB + 1024)
+#define ATT_WG_FWD_SMEM (7 * ATT_SWTILEB + 1024)
 
 __global__ void __launch_bounds__(ATT_THREADS, 1)
 attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__restrict__ q,
@@ -45,49 +45,60 @@ attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__
 	const int wg = warp >> 2;
 	const size_t rs = (size_t)H * ATTN_HEAD_DIM, hoff = (size_t)h * ATTN_HEAD_DIM;
 	const size_t blk = (size_t)ATTN_BLOCK * rs;
-	/* tiles: Q at 0, K stage s at 1 + s, V stage s at 3 + s */
+	/* tiles: Q at 0, K of stage s at 1 + 2 s, V of stage s at 2 + 2 s
+	 * (three stages: block i in stage i % 3) */
 	const uint32_t sQ = att_smem(smem);
 	const int kb0 = kb_first[qb], n = qb - kb0 + 1;
+	const bf16 *kh = k + hoff, *vh = v + hoff;
 
 	wg_load_tile<ATT_THREADS>(sQ, q + (size_t)qb * blk + hoff, rs, tid);
-	wg_load_tile<ATT_THREADS>(sQ + 1 * ATT_SWTILEB, k + (size_t)kb0 * blk + hoff, rs, tid);
-	wg_load_tile<ATT_THREADS>(sQ + 3 * ATT_SWTILEB, v + (size_t)kb0 * blk + hoff, rs, tid);
+	wg_load_tile<ATT_THREADS>(sQ + 1 * ATT_SWTILEB, kh + (size_t)kb0 * blk, rs, tid);
+	wg_load_tile<ATT_THREADS>(sQ + 2 * ATT_SWTILEB, vh + (size_t)kb0 * blk, rs, tid);
 	att_cp_commit();
+	if (n > 1) {
+		wg_load_tile<ATT_THREADS>(sQ + 3 * ATT_SWTILEB, kh + (size_t)(kb0 + 1) * blk, rs, tid);
+		wg_load_tile<ATT_THREADS>(sQ + 4 * ATT_SWTILEB, vh + (size_t)(kb0 + 1) * blk, rs, tid);
+	}
+	att_cp_commit(); /* possibly empty: the wait below then still covers block 0 */
 
 	const int row0 = qb * ATTN_BLOCK + warp * 16 + g, row1 = row0 + 8;
 	const int dq0 = docs[row0], dq1 = docs[row1];
 	const int qlo = dlo[qb], qhi = dhi[qb];
 	const float sl2 = ATT_SCALE * ATT_LOG2E;
 
-	float o[16][4];
+	float o[16][4], s[16][4];
+	uint32_t pa[8][4];
 #pragma unroll
 	for (int d = 0; d < 16; d++)
 		o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
 	float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
 
+	/* iteration i: S of block i was issued before (block 0: here); its
+	 * softmax; O += P V
+	 * issued; then (after the barrier that makes block i+1 visible and
+	 * frees block i-1's stage) the load of block i+2 and S of block i+1,
+	 * so the tensor cores run P V and the next S back to back */
 	for (int i = 0; i < n; i++) {
-		const int kb = kb0 + i, st = i & 1;
-		if (i + 1 < n) {
-			wg_load_tile<ATT_THREADS>(sQ + (2 - st) * ATT_SWTILEB,
-			                          k + (size_t)(kb + 1) * blk + hoff, rs, tid);
-			wg_load_tile<ATT_THREADS>(sQ + (4 - st) * ATT_SWTILEB,
-			                          v + (size_t)(kb + 1) * blk + hoff, rs, tid);
+		const int kb = kb0 + i, st = i % 3;
+		if (i == 0) {
+			att_cp_wait<1>();
+			att_fence_async_smem();
+			__syncthreads();
+			wg_fence();
+#pragma unroll
+			for (int kk = 0; kk < 8; kk++)
+				wg_mma_ss(s, wg_desc_k(sQ, wg * 64, kk), wg_desc_k(sQ + ATT_SWTILEB, 0, kk),
+				          kk > 0);
+			wg_commit();
 		}
-		att_cp_commit();
-		att_cp_wait<1>();
-		att_fence_async_smem();
-		__syncthreads();
-		const uint32_t sK = sQ + (1 + st) * ATT_SWTILEB, sV = sQ + (3 + st) * ATT_SWTILEB;
-		const bool full = kb < qb && qlo == dhi[kb] && dlo[kb] == qhi;
-
-		float s[16][4];
-		wg_fence();
+		wg_wait<0>(); /* S of block i and O of block i-1 */
+		wg_keep(s);
+		wg_keep(o);
 #pragma unroll
 		for (int kk = 0; kk < 8; kk++)
-			wg_mma_ss(s, wg_desc_k(sQ, wg * 64, kk), wg_desc_k(sK, 0, kk), kk > 0);
-		wg_commit();
-		wg_wait<0>();
-		wg_keep(s);
+			wg_keep_a(pa[kk]);
+		const uint32_t sV = sQ + (2 + 2 * st) * ATT_SWTILEB;
+		const bool full = kb < qb && qlo == dhi[kb] && dlo[kb] == qhi;
 
 		if (!full) {
 #pragma unroll
@@ -125,7 +136,6 @@ attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__
 			o[d][0] *= a0, o[d][1] *= a0;
 			o[d][2] *= a1, o[d][3] *= a1;
 		}
-		uint32_t pa[8][4];
 #pragma unroll
 		for (int j = 0; j < 16; j++) {
 			s[j][0] = exp2f(fmaf(s[j][0], sl2, -ms0));
@@ -142,14 +152,32 @@ attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__
 		for (int kk = 0; kk < 8; kk++)
 			wg_mma_rs<1>(o, pa[kk], wg_desc_mn(sV, kk), 1);
 		wg_commit();
-		wg_wait<0>();
-		wg_keep(o);
+		if (i + 1 < n) {
+			att_cp_wait<0>(); /* block i+1 */
+			att_fence_async_smem();
+			__syncthreads(); /* every warp waited for O of block i-1: its stage is free */
+			if (i + 2 < n) {
+				const int s2 = (i + 2) % 3;
+				wg_load_tile<ATT_THREADS>(sQ + (1 + 2 * s2) * ATT_SWTILEB,
+				                          kh + (size_t)(kb + 2) * blk, rs, tid);
+				wg_load_tile<ATT_THREADS>(sQ + (2 + 2 * s2) * ATT_SWTILEB,
+				                          vh + (size_t)(kb + 2) * blk, rs, tid);
+				att_cp_commit();
+			}
+			const uint32_t sK1 = sQ + (1 + 2 * ((i + 1) % 3)) * ATT_SWTILEB;
+			wg_fence();
 #pragma unroll
-		for (int kk = 0; kk < 8; kk++)
-			wg_keep_a(pa[kk]);
-		__syncthreads();
+			for (int kk = 0; kk < 8; kk++)
+				wg_mma_ss(s, wg_desc_k(sQ, wg * 64, kk), wg_desc_k(sK1, 0, kk), kk > 0);
+			wg_commit();
+		}
 	}
-	att_cp_wait<0>();
+	wg_wait<0>();
+	wg_keep(o);
+#pragma unroll
+	for (int kk = 0; kk < 8; kk++)
+		wg_keep_a(pa[kk]);
+	__syncthreads(); /* every warp's products are done: the tiles are free */
 
 	l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
 	l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
@@ -159,8 +187,7 @@ attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__
 		lse[(size_t)h * T + row0] = m0 * ATT_SCALE + logf(l0);
 		lse[(size_t)h * T + row1] = m1 * ATT_SCALE + logf(l1);
 	}
-	/* the tiles are free after the loop's last barrier: stage the warp's
-	 * 16 rows in padded rows (8 warps x 16 x 272 bytes) */
+	/* stage the warp's 16 rows in padded rows (8 warps x 16 x 272 bytes) */
 	att_store_rows(y + (size_t)(qb * ATTN_BLOCK + warp * 16) * rs + hoff, rs,
 	               smem + warp * 16 * ATT_ROWB, o, 1.f / l0, 1.f / l1, lane);
 #endif
