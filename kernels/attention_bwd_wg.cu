@@ -29,9 +29,10 @@
  * in flag order, so the sums are the same on every run). A contributor
  * releases its flag at the next query block's first slice, after every
  * thread's __threadfence() (its reductions are then performed).
- * Shared memory: K, V, two stages of Q and dY (6 x 32 KB panel tiles), the
- * dS^T stage (16 KB), lse and delta (2 stages), the ticket; 1024-byte
- * aligned.
+ * Shared memory: K, V, two stages of Q and dY (6 x 32 KB panel tiles), a
+ * dS^T stage per slice (2 x 16 KB, so one barrier per slice: writing one
+ * never waits for the other's readers), lse and delta (2 stages); 1024-byte
+ * aligned: 227 KB in all.
  */
 #include "attention_impl.cuh"
 #include "cuda_check.h"
@@ -41,10 +42,10 @@
 #include "wgmma.cuh"
 #endif
 
-#define ATT_BWG_ST (6 * ATT_SWTILEB)           /* dS^T stage, 16 KB */
-#define ATT_BWG_VEC (ATT_BWG_ST + 128 * 128)   /* lse, delta: 2 stages */
-#define ATT_BWG_TICKET (ATT_BWG_VEC + 4 * ATTN_BLOCK * 4)
-#define ATT_BWG_SMEM (ATT_BWG_TICKET + 16 + 1024)
+#define ATT_BWG_ST (6 * ATT_SWTILEB)               /* dS^T stages: slice s at + 16 KB s */
+#define ATT_BWG_VEC (ATT_BWG_ST + 2 * 128 * 128)   /* lse, delta: 2 stages */
+#define ATT_BWG_TICKET (ATT_BWG_ST + 128 * 128)    /* (slice 1's stage, before its use) */
+#define ATT_BWG_SMEM (ATT_BWG_VEC + 4 * ATTN_BLOCK * 4 + 1024) /* 227 KB, the limit */
 
 /* Byte offset of (key row r, query column c) in the dS^T stage: one panel
  * of 128 rows x 64 bf16 (wgmma.cuh's layout). */
@@ -128,7 +129,9 @@ attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restric
 		const float *L = fVec + st * 128, *Dl = fVec + 256 + st * 128;
 		const bool full = kb < qb && dlo[qb] == khi && klo == dhi[qb];
 		const bool first = i == 0, last = kb == kb_first[qb];
-		float *acc_base = dqacc + ((size_t)h * nb + qb) * (2 * 8192) + warp * 1024 + lane * 32;
+		/* a thread's dQ part f (4 floats) at + 128 f: each warp access covers
+		 * 512 contiguous bytes */
+		float *acc_base = dqacc + ((size_t)h * nb + qb) * (2 * 8192) + warp * 1024 + lane * 4;
 #pragma unroll 1
 		for (int sl = 0; sl < 2; sl++) {
 			float s[8][4], dp[8][4];
@@ -204,38 +207,39 @@ attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restric
 			for (int kq = 0; kq < 4; kq++)
 				wg_mma_rs<1>(dka, pd[kq], wg_desc_mn(sQ, 4 * sl + kq), 1);
 			wg_commit();
-			/* the stage is free once every warp's previous dQ products are
-			 * done; at slice 0 the previous query block's sums are
-			 * performed (each thread's fence) before thread 0 releases */
+			/* dS^T to this slice's stage: free, since every warp waited for
+			 * its dQ products of the previous query block before that
+			 * block's last barrier. At slice 0 the previous query block's
+			 * sums are performed (each thread's fence) before thread 0
+			 * releases its flag after the barrier, and thread 0 waits for
+			 * this block's flag before it */
 			if (sl == 0 && pend >= 0)
 				__threadfence();
-			__syncthreads();
-			if (sl == 0 && tid == 0) {
-				if (pend >= 0)
-					att_flag_release(semh + pend, pendv);
-				if (!first) {
-					att_flag_wait(semh + qb, qb - kb);
-					if (last)
-						att_flag_store(semh + qb, 0);
-				}
-			}
-			if (sl == 0)
-				pend = -1;
+			unsigned char *gSt = gS + sl * 128 * 128;
 #pragma unroll
 			for (int kq = 0; kq < 4; kq++)
 #pragma unroll
 				for (int hh = 0; hh < 2; hh++) {
 					const int c = 16 * kq + 8 * hh + 2 * t;
-					*reinterpret_cast<uint32_t *>(gS + bwg_st(kr, c)) = pd[kq][2 * hh];
-					*reinterpret_cast<uint32_t *>(gS + bwg_st(kr + 8, c)) = pd[kq][2 * hh + 1];
+					*reinterpret_cast<uint32_t *>(gSt + bwg_st(kr, c)) = pd[kq][2 * hh];
+					*reinterpret_cast<uint32_t *>(gSt + bwg_st(kr + 8, c)) = pd[kq][2 * hh + 1];
 				}
 			att_fence_async_smem();
+			if (sl == 0 && tid == 0 && !first) {
+				att_flag_wait(semh + qb, qb - kb);
+				if (last)
+					att_flag_store(semh + qb, 0);
+			}
 			__syncthreads(); /* the stage is written; thread 0 holds the flag */
+			if (sl == 0 && tid == 0 && pend >= 0)
+				att_flag_release(semh + pend, pendv);
+			if (sl == 0)
+				pend = -1;
 			float dqa[8][4];
 			wg_fence();
 #pragma unroll
 			for (int kk = 0; kk < 8; kk++)
-				wg_mma_ss64<1, 1>(dqa, wg_desc(stS + kk * 2048, WG_PANELB, 1024),
+				wg_mma_ss64<1, 1>(dqa, wg_desc(stS + sl * 128 * 128 + kk * 2048, WG_PANELB, 1024),
 				                  wg_desc(sK + wg * WG_PANELB + kk * 2048, WG_PANELB, 1024),
 				                  kk > 0);
 			wg_commit();
@@ -254,7 +258,7 @@ attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restric
 				if (!first) {
 #pragma unroll
 					for (int f = 0; f < 8; f++) {
-						const float4 x = __ldcg(reinterpret_cast<const float4 *>(gacc) + f);
+						const float4 x = __ldcg(reinterpret_cast<const float4 *>(gacc + 128 * f));
 						dqa[f][0] += x.x, dqa[f][1] += x.y, dqa[f][2] += x.z, dqa[f][3] += x.w;
 					}
 				}
@@ -270,12 +274,12 @@ attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restric
 			} else if (first) {
 #pragma unroll
 				for (int f = 0; f < 8; f++)
-					__stcg(reinterpret_cast<float4 *>(gacc) + f,
+					__stcg(reinterpret_cast<float4 *>(gacc + 128 * f),
 					       make_float4(dqa[f][0], dqa[f][1], dqa[f][2], dqa[f][3]));
 			} else {
 #pragma unroll
 				for (int f = 0; f < 8; f++)
-					att_red_add4(gacc + 4 * f, dqa[f][0], dqa[f][1], dqa[f][2], dqa[f][3]);
+					att_red_add4(gacc + 128 * f, dqa[f][0], dqa[f][1], dqa[f][2], dqa[f][3]);
 			}
 		}
 		if (!last)
