@@ -43,7 +43,7 @@
 #include "attention_impl.cuh"
 #include "cuda_check.h"
 
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#if (defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)) || defined(ATT_EMULATE)
 #define ATT_HAS_WGMMA 1
 #include "wgmma.cuh"
 #endif

@@ -184,9 +184,10 @@ extern "C" int attn_forward_mma(void *y, float *lse, const void *q, const void *
 	return 0;
 }
 
-/* 1 if the wgmma forward can run: built with sm_90a code (ATT_WGMMA, set
+/* 1 if the wgmma kernels can run: built with sm_90a code (ATT_WGMMA, set
  * by the Makefile) and the current device has compute capability 9.x.
- * Decided once per process. */
+ * Decided once per process. In the host emulation, 1 unless EMU_NO_WGMMA
+ * is set. */
 extern "C" int attn_has_wgmma(void)
 {
 #if defined(ATT_WGMMA) && !defined(ATT_EMULATE)
@@ -199,6 +200,8 @@ extern "C" int attn_has_wgmma(void)
 		      major == 9;
 	}
 	return has;
+#elif defined(ATT_EMULATE)
+	return !getenv("EMU_NO_WGMMA"); /* tests/gpu/emu runs them too */
 #else
 	return 0;
 #endif

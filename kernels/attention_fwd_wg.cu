@@ -23,7 +23,7 @@
 #include "attention_impl.cuh"
 #include "cuda_check.h"
 
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#if (defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)) || defined(ATT_EMULATE)
 #define ATT_HAS_WGMMA 1
 #include "wgmma.cuh"
 #endif
@@ -177,6 +177,7 @@ attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__
 #pragma unroll
 	for (int kk = 0; kk < 8; kk++)
 		wg_keep_a(pa[kk]);
+	att_cp_wait<0>(); /* n = 1: the empty group committed for block 1 */
 	__syncthreads(); /* every warp's products are done: the tiles are free */
 
 	l0 += __shfl_xor_sync(0xffffffffu, l0, 1);

@@ -3,7 +3,8 @@
  * for the attention kernels: shared-memory matrix descriptors, the
  * 128-byte-swizzled "panel" tile layout they read, and m64n128k16 bf16
  * products with fp32 accumulators. Include only from code compiled for
- * sm_90a (guard the callers with ATT_HAS_WGMMA).
+ * sm_90a (guard the callers with ATT_HAS_WGMMA) or for the host emulation
+ * (ATT_EMULATE).
  *
  * Panel tile: 128 rows x 128 bf16 as two 16 KB panels of 64 columns;
  * panel p holds columns 64p..64p+63, row r at byte r * 128 of the panel,
@@ -81,6 +82,29 @@ __device__ __forceinline__ uint64_t wg_desc_mn(uint32_t s, int kk)
 	return wg_desc(s + kk * 16 * 128, WG_PANELB, 1024);
 }
 
+#ifdef ATT_EMULATE
+/* Host emulation (tests/gpu/emu): emu.cpp performs each product from the
+ * descriptors by the PTX ISA's canonical layouts, when wg_wait retires its
+ * group (EMU_CP=defer) or at issue (EMU_CP=now). */
+inline void wg_fence(void) {}
+inline void wg_commit(void) { emu_wg_commit(); }
+template <int N> inline void wg_wait(void) { emu_wg_wait(N); }
+inline void wg_keep(float (*)[4]) {}
+inline void wg_keep8(float (*)[4]) {}
+inline void wg_keep_a(uint32_t *) {}
+inline void wg_mma_ss(float d[16][4], uint64_t da, uint64_t db, int acc)
+{
+	emu_wg_mma(&d[0][0], 128, da, db, NULL, 0, 0, acc);
+}
+template <int TB> inline void wg_mma_rs(float d[16][4], const uint32_t a[4], uint64_t db, int acc)
+{
+	emu_wg_mma(&d[0][0], 128, 0, db, a, 0, TB, acc);
+}
+template <int TA, int TB> inline void wg_mma_ss64(float d[8][4], uint64_t da, uint64_t db, int acc)
+{
+	emu_wg_mma(&d[0][0], 64, da, db, NULL, TA, TB, acc);
+}
+#else
 __device__ __forceinline__ void wg_fence(void)
 {
 	asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
@@ -190,5 +214,6 @@ __device__ __forceinline__ void wg_keep8(float d[8][4])
 	for (int j = 0; j < 8; j++)
 		asm volatile("" : "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])::"memory");
 }
+#endif /* ATT_EMULATE */
 
 #endif

@@ -66,6 +66,12 @@ struct bulk_op {
 	uint32_t src, bytes;
 	bool add;
 };
+struct wg_op {
+	float *d;
+	int n, ta, tb, acc, regs;
+	uint64_t da, db;
+	uint32_t a[32][4]; /* with regs: the A registers of the warp's 32 lanes */
+};
 struct thr {
 	ucontext_t ctx;
 	jmp_buf jb;
@@ -74,6 +80,8 @@ struct thr {
 	std::deque<std::vector<cp_op>> groups; /* committed, not retired */
 	std::vector<bulk_op> bopen;               /* bulk copies issued, not committed */
 	std::deque<std::vector<bulk_op>> bgroups; /* committed, not performed */
+	std::vector<wg_op> wopen;               /* wgmma issued, not committed */
+	std::deque<std::vector<wg_op>> wgroups; /* committed, not performed */
 };
 struct bar {
 	int count = 0;
@@ -88,7 +96,7 @@ static jmp_buf sched_jb;
 static int cur, nthr, live;
 static uint64_t progress;
 static const std::function<void()> *body;
-static bar block_bar, warp_bar[32];
+static bar block_bar, warp_bar[32], wgrp_bar[8];
 static size_t smem_limit;
 static int cp_defer = 1, sched_warp = 0;
 
@@ -127,6 +135,16 @@ static void barrier(bar &b, int expected)
 
 static void warp_sync(void) { barrier(warp_bar[threadIdx.x >> 5], live_in_warp(threadIdx.x >> 5)); }
 
+/* the 4 warps of a warpgroup */
+static void wgrp_sync(void)
+{
+	const int w = threadIdx.x >> 7;
+	int n = 0;
+	for (int i = 4 * w; i < 4 * w + 4; i++)
+		n += live_in_warp(i);
+	barrier(wgrp_bar[w], n);
+}
+
 void __syncthreads(void)
 {
 	th[cur].at_sync = true;
@@ -152,6 +170,8 @@ static void trampoline(void)
 		emu_die("exits with cp.async copies not waited for");
 	if (!th[cur].bopen.empty() || !th[cur].bgroups.empty())
 		emu_die("exits with bulk copies not waited for");
+	if (!th[cur].wopen.empty() || !th[cur].wgroups.empty())
+		emu_die("exits with wgmma not waited for");
 	th[cur].done = true;
 	live--;
 	progress++;
@@ -186,10 +206,14 @@ static void run_block(void)
 		t.groups.clear();
 		t.bopen.clear();
 		t.bgroups.clear();
+		t.wopen.clear();
+		t.wgroups.clear();
 	}
 	live = nthr;
 	block_bar = bar();
 	for (auto &b : warp_bar)
+		b = bar();
+	for (auto &b : wgrp_bar)
 		b = bar();
 	const int nw = (nthr + 31) / 32;
 	for (int round = 0; live > 0; round++) {
@@ -411,6 +435,99 @@ void att_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
 	}
 	warp_sync();
 	memcpy(c, out, 16);
+}
+
+/* ---- wgmma.mma_async m64nNk16 .f32.bf16.bf16 (sm_90a) ----
+ * Shared-memory operands through a descriptor (PTX ISA, "Matrix
+ * Descriptor Format" and "Canonical Layouts"): start address, leading and
+ * stride byte offsets (each stored >> 4), 128-byte swizzle only (mode 1,
+ * base offset 0). Element (i, k) of an operand, i its M or N index, k its
+ * K index (0..15), with T = 8 bf16 = 16 bytes:
+ *   K-major  ((8,m),(T,2)):((8T,SBO),(1,T)):  (i/8) SBO + (i%8) 128 + 2k;
+ *   MN-major ((T,8,m),(8,2)):((1,T,LBO),(8T,SBO)):
+ *            (i/64) LBO + 2 (i%64) + (k/8) SBO + (k%8) 128;
+ * the byte address start + offset then has bits 4..6 XORed with bits 7..9.
+ * A from registers: the m16n8k16 A fragment of each warp's 16 rows.
+ * Accumulator: warp w of the warpgroup holds rows 16 w.., per n-tile j
+ * d[4j..4j+3] = (g, 8j+2t), (g, 8j+2t+1), (g+8, ..), (g+8, ..+1). */
+static float wg_smem_elem(uint64_t desc, int i, int k, int mn_major)
+{
+	const uint32_t start = (uint32_t)(desc & 0x3FFF) << 4;
+	const uint32_t lbo = (uint32_t)((desc >> 16) & 0x3FFF) << 4;
+	const uint32_t sbo = (uint32_t)((desc >> 32) & 0x3FFF) << 4;
+	if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0)
+		emu_die("wgmma: only the 128-byte swizzle with base offset 0 is emulated");
+	uint32_t off = mn_major ? (uint32_t)(i / 64) * lbo + 2 * (i % 64) + (uint32_t)(k / 8) * sbo +
+	                                  (k % 8) * 128
+	                        : (uint32_t)(i / 8) * sbo + (i % 8) * 128 + 2 * k;
+	uint32_t addr = start + off;
+	addr ^= ((addr >> 7) & 7) << 4;
+	if ((size_t)addr + 2 > smem_limit)
+		emu_die("wgmma: operand beyond the dynamic shared memory");
+	uint16_t h;
+	memcpy(&h, emu_shared + addr, 2);
+	return emu_bf2f(h);
+}
+
+static void wg_perform(const wg_op &op)
+{
+	const int wi = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+	float out[128];
+	for (int j = 0; j < op.n / 8; j++)
+		for (int e = 0; e < 4; e++) {
+			const int rr = g + 8 * (e >> 1), row = 16 * wi + rr, col = 8 * j + 2 * t + (e & 1);
+			double s = op.acc ? op.d[4 * j + e] : 0.0;
+			for (int k = 0; k < 16; k++) {
+				float av;
+				if (op.regs) /* lane 4 (rr%8) + (k%8)/2, register (rr>=8) + 2 (k>=8) */
+					av = frag_bf(op.a[4 * (rr & 7) + ((k & 7) >> 1)][(rr >= 8) + 2 * (k >= 8)],
+					             k & 1);
+				else
+					av = wg_smem_elem(op.da, row, k, op.ta);
+				s += (double)av * wg_smem_elem(op.db, col, k, op.tb);
+			}
+			out[4 * j + e] = (float)s;
+		}
+	memcpy(op.d, out, sizeof(float) * op.n / 2);
+}
+
+static uint32_t wg_regs[32][32][4]; /* [warp][lane]: A registers being exchanged */
+
+void emu_wg_mma(float *d, int n, uint64_t da, uint64_t db, const uint32_t *a, int ta, int tb,
+                int acc)
+{
+	const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	if (nthr % 128)
+		emu_die("wgmma: the block is not made of whole warpgroups");
+	wg_op op;
+	op.d = d, op.n = n, op.ta = ta, op.tb = tb, op.acc = acc, op.regs = a != NULL;
+	op.da = da, op.db = db;
+	if (a)
+		memcpy(wg_regs[w][lane], a, 16);
+	wgrp_sync(); /* .sync.aligned: the whole warpgroup issues it */
+	if (a)
+		memcpy(op.a, wg_regs[w], sizeof op.a);
+	wgrp_sync();
+	if (cp_defer)
+		th[cur].wopen.push_back(op);
+	else
+		wg_perform(op);
+}
+
+void emu_wg_commit(void)
+{
+	th[cur].wgroups.push_back(std::move(th[cur].wopen));
+	th[cur].wopen.clear();
+}
+
+void emu_wg_wait(int n)
+{
+	auto &g = th[cur].wgroups;
+	while ((int)g.size() > n) {
+		for (const wg_op &op : g.front())
+			wg_perform(op);
+		g.pop_front();
+	}
 }
 
 /* ---- runtime ---- */

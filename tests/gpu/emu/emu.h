@@ -9,7 +9,13 @@
  * i/4, elements 2(i%4), 2(i%4)+1 of each 8x8 matrix, or with .trans the
  * transposed element pairs; mma m16n8k16: a0..a3, b0..b1, c0..c3 as in
  * attention_impl.cuh), written here independently of the kernels' address
- * helpers. cp.async copies happen at issue (EMU_CP=now) or only when the
+ * helpers; wgmma (m64nNk16 bf16) reads its shared-memory operands through
+ * the descriptors by the PTX ISA's canonical 128-byte-swizzled layouts,
+ * also written independently of wgmma.cuh's tile helpers, and like a
+ * cp.async it is performed at issue (EMU_CP=now) or when its group is
+ * retired by wg_wait (EMU_CP=defer: a stage overwritten too early or an
+ * accumulator read before its wait shows up as wrong results). cp.async
+ * copies happen at issue (EMU_CP=now) or only when the
  * issuing thread's cp.async.wait_group retires their group (EMU_CP=defer,
  * the default), so a missing wait reads stale shared memory. Shared memory
  * is filled with 0xFF (NaN) at each block start; ldmatrix and cp.async
@@ -63,6 +69,7 @@ inline float4 make_float4(float a, float b, float c, float d)
 	return f;
 }
 inline float4 __ldcg(const float4 *p) { return *p; }
+inline void __stcg(float4 *p, float4 v) { *p = v; }
 inline void __threadfence(void) {}
 inline void __nanosleep(unsigned) {}
 
@@ -108,6 +115,21 @@ inline void att_fence_async_global(void) {}
 inline void att_flag_release(int *p, int v) { *p = v; }
 void att_flag_wait(const int *p, int v);
 inline int att_ticket(int *p) { return (*p)++; }
+inline void att_red_add4(float *p, float a, float b, float c, float d)
+{
+	p[0] += a, p[1] += b, p[2] += c, p[3] += d;
+}
+
+/* wgmma (kernels/wgmma.cuh): d is the thread's m64nNk16 accumulator
+ * fragment (N/8 x 4 floats), da / db shared-memory descriptors (da unused
+ * when a, the thread's A fragment registers, is given), ta / tb 1 for an
+ * MN-major operand, acc 0 to overwrite d. Every thread of the warpgroup
+ * issues it (a barrier of the warpgroup); it is performed when the
+ * thread's wg_wait retires its group (EMU_CP=defer) or at once. */
+void emu_wg_mma(float *d, int n, uint64_t da, uint64_t db, const uint32_t *a, int ta, int tb,
+                int acc);
+void emu_wg_commit(void);
+void emu_wg_wait(int n);
 inline void att_flag_store(int *p, int v) { *p = v; }
 
 /* Runs fn as every thread of every block, blocks one after another. A

@@ -5,11 +5,13 @@
 # machine without a GPU. Slow: one coroutine per CUDA thread.
 #   tests/gpu/emu/run.sh [BUILD_DIR]     (after make; needs g++)
 # Runs the program twice: EMU_CP=defer EMU_SCHED=rr (a missing
-# cp.async.wait_group reads stale data) and EMU_CP=now EMU_SCHED=warp (a
-# missing __syncthreads lets a warp overwrite a stage others still read);
-# see emu.h and emu.cpp. Setting EMU_CP or EMU_SCHED runs that one only.
+# cp.async.wait_group or wgmma.wait_group reads stale data) and EMU_CP=now
+# EMU_SCHED=warp (a missing __syncthreads lets a warp overwrite a stage
+# others still read); see emu.h and emu.cpp. Setting EMU_CP or EMU_SCHED
+# runs that one only. Both the mma.sync and the wgmma (Hopper) kernels run:
+# the "fast" rows are the wgmma ones (EMU_NO_WGMMA=1: the mma.sync ones).
 # GPT_ATTN_MAX_T (default 512 here) limits the cases to small T;
-# CK_RUN_CASE / CK_RUN_SUITE select tests as usual. About 2 x 2 minutes.
+# CK_RUN_CASE / CK_RUN_SUITE select tests as usual. About 2 x 3 minutes.
 set -eu
 B=${1:-build}
 top=$(cd "$(dirname "$0")/../../.." && pwd)
