@@ -50,7 +50,6 @@ attn_fwd_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__res
 	const int row0 = qb * ATTN_BLOCK + warp * 16 + g, row1 = row0 + 8;
 	const int dq0 = docs[row0], dq1 = docs[row1];
 	const int qlo = dlo[qb], qhi = dhi[qb];
-	const float sl2 = ATT_SCALE * ATT_LOG2E;
 
 	uint32_t qf[8][4];
 	float o[16][4];
@@ -90,51 +89,8 @@ attn_fwd_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__res
 					att_mma(s[2 * np], qf[kk], b[0], b[1]);
 					att_mma(s[2 * np + 1], qf[kk], b[2], b[3]);
 				}
-			if (!full) {
-#pragma unroll
-				for (int j = 0; j < 8; j++) {
-					const int key = kb * ATTN_BLOCK + half * 64 + j * 8 + 2 * t;
-					const int kd0 = docs[key], kd1 = docs[key + 1];
-					if (!(key <= row0 && kd0 == dq0))
-						s[j][0] = -INFINITY;
-					if (!(key + 1 <= row0 && kd1 == dq0))
-						s[j][1] = -INFINITY;
-					if (!(key <= row1 && kd0 == dq1))
-						s[j][2] = -INFINITY;
-					if (!(key + 1 <= row1 && kd1 == dq1))
-						s[j][3] = -INFINITY;
-				}
-			}
-			float mx0 = m0, mx1 = m1;
-#pragma unroll
-			for (int j = 0; j < 8; j++) {
-				mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
-				mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
-			}
-			mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-			mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-			mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-			mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-			/* scaled max; 0 while the row has seen no key (then P = 0) */
-			const float ms0 = mx0 == -INFINITY ? 0.f : mx0 * sl2;
-			const float ms1 = mx1 == -INFINITY ? 0.f : mx1 * sl2;
-			const float a0 = exp2f(m0 * sl2 - ms0), a1 = exp2f(m1 * sl2 - ms1);
-			m0 = mx0, m1 = mx1;
-			l0 *= a0, l1 *= a1;
-#pragma unroll
-			for (int d = 0; d < 16; d++) {
-				o[d][0] *= a0, o[d][1] *= a0;
-				o[d][2] *= a1, o[d][3] *= a1;
-			}
-#pragma unroll
-			for (int j = 0; j < 8; j++) {
-				s[j][0] = exp2f(fmaf(s[j][0], sl2, -ms0));
-				s[j][1] = exp2f(fmaf(s[j][1], sl2, -ms0));
-				s[j][2] = exp2f(fmaf(s[j][2], sl2, -ms1));
-				s[j][3] = exp2f(fmaf(s[j][3], sl2, -ms1));
-				l0 += s[j][0] + s[j][1];
-				l1 += s[j][2] + s[j][3];
-			}
+			att_fwd_softmax<8>(s, o, m0, m1, l0, l1, full, kb * ATTN_BLOCK + half * 64, row0, row1,
+			                   dq0, dq1, docs, t);
 #pragma unroll
 			for (int kk = 0; kk < 4; kk++) {
 				const uint32_t pa[4] = {att_pack(s[2 * kk][0], s[2 * kk][1]),

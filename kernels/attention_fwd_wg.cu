@@ -64,7 +64,6 @@ attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__
 	const int row0 = qb * ATTN_BLOCK + warp * 16 + g, row1 = row0 + 8;
 	const int dq0 = docs[row0], dq1 = docs[row1];
 	const int qlo = dlo[qb], qhi = dhi[qb];
-	const float sl2 = ATT_SCALE * ATT_LOG2E;
 
 	float o[16][4], s[16][4];
 	uint32_t pa[8][4];
@@ -100,50 +99,10 @@ attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__
 		const uint32_t sV = sQ + (2 + 2 * st) * ATT_SWTILEB;
 		const bool full = kb < qb && qlo == dhi[kb] && dlo[kb] == qhi;
 
-		if (!full) {
-#pragma unroll
-			for (int j = 0; j < 16; j++) {
-				const int key = kb * ATTN_BLOCK + j * 8 + 2 * t;
-				const int kd0 = docs[key], kd1 = docs[key + 1];
-				if (!(key <= row0 && kd0 == dq0))
-					s[j][0] = -INFINITY;
-				if (!(key + 1 <= row0 && kd1 == dq0))
-					s[j][1] = -INFINITY;
-				if (!(key <= row1 && kd0 == dq1))
-					s[j][2] = -INFINITY;
-				if (!(key + 1 <= row1 && kd1 == dq1))
-					s[j][3] = -INFINITY;
-			}
-		}
-		float mx0 = m0, mx1 = m1;
+		att_fwd_softmax<16>(s, o, m0, m1, l0, l1, full, kb * ATTN_BLOCK, row0, row1, dq0, dq1, docs,
+		                    t);
 #pragma unroll
 		for (int j = 0; j < 16; j++) {
-			mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
-			mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
-		}
-		mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-		mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-		mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-		mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-		/* scaled max; 0 while the row has seen no key (then P = 0) */
-		const float ms0 = mx0 == -INFINITY ? 0.f : mx0 * sl2;
-		const float ms1 = mx1 == -INFINITY ? 0.f : mx1 * sl2;
-		const float a0 = exp2f(m0 * sl2 - ms0), a1 = exp2f(m1 * sl2 - ms1);
-		m0 = mx0, m1 = mx1;
-		l0 *= a0, l1 *= a1;
-#pragma unroll
-		for (int d = 0; d < 16; d++) {
-			o[d][0] *= a0, o[d][1] *= a0;
-			o[d][2] *= a1, o[d][3] *= a1;
-		}
-#pragma unroll
-		for (int j = 0; j < 16; j++) {
-			s[j][0] = exp2f(fmaf(s[j][0], sl2, -ms0));
-			s[j][1] = exp2f(fmaf(s[j][1], sl2, -ms0));
-			s[j][2] = exp2f(fmaf(s[j][2], sl2, -ms1));
-			s[j][3] = exp2f(fmaf(s[j][3], sl2, -ms1));
-			l0 += s[j][0] + s[j][1];
-			l1 += s[j][2] + s[j][3];
 			pa[j >> 1][(j & 1) * 2] = att_pack(s[j][0], s[j][1]);
 			pa[j >> 1][(j & 1) * 2 + 1] = att_pack(s[j][2], s[j][3]);
 		}

@@ -191,6 +191,69 @@ __device__ __forceinline__ uint32_t att_pack(float lo, float hi)
 	return u;
 }
 
+/* The forward's softmax step over one visited key block (or part of one)
+ * for a warp's two query rows row0 (g) and row1 (g + 8), NJ n-tiles of 8
+ * keys: key0 + 8 j + 2 t, +1. Unless the block is full, keys after the
+ * query or of another document get S = -inf; then the running max m (raw
+ * units; -inf while the row has seen no key) and sum l, O rescaled by
+ * a = 2^((m_old - m_new) scale log2 e), and s replaced by
+ * P = 2^(S scale log2 e - m_new scale log2 e) (0 for masked keys, never
+ * NaN); l accumulates P per thread (the 4 lanes of a row are summed at the
+ * end). Shared by attention_fwd.cu and attention_fwd_wg.cu. */
+template <int NJ>
+__device__ __forceinline__ void att_fwd_softmax(float (&s)[NJ][4], float (&o)[16][4], float &m0,
+                                                float &m1, float &l0, float &l1, bool full,
+                                                int key0, int row0, int row1, int dq0, int dq1,
+                                                const int32_t *__restrict__ docs, int t)
+{
+	const float sl2 = ATT_SCALE * ATT_LOG2E;
+	if (!full) {
+#pragma unroll
+		for (int j = 0; j < NJ; j++) {
+			const int key = key0 + j * 8 + 2 * t;
+			const int kd0 = docs[key], kd1 = docs[key + 1];
+			if (!(key <= row0 && kd0 == dq0))
+				s[j][0] = -INFINITY;
+			if (!(key + 1 <= row0 && kd1 == dq0))
+				s[j][1] = -INFINITY;
+			if (!(key <= row1 && kd0 == dq1))
+				s[j][2] = -INFINITY;
+			if (!(key + 1 <= row1 && kd1 == dq1))
+				s[j][3] = -INFINITY;
+		}
+	}
+	float mx0 = m0, mx1 = m1;
+#pragma unroll
+	for (int j = 0; j < NJ; j++) {
+		mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
+		mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
+	}
+	mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+	mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+	mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+	mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+	/* scaled max; 0 while the row has seen no key (then P = 0) */
+	const float ms0 = mx0 == -INFINITY ? 0.f : mx0 * sl2;
+	const float ms1 = mx1 == -INFINITY ? 0.f : mx1 * sl2;
+	const float a0 = exp2f(m0 * sl2 - ms0), a1 = exp2f(m1 * sl2 - ms1);
+	m0 = mx0, m1 = mx1;
+	l0 *= a0, l1 *= a1;
+#pragma unroll
+	for (int d = 0; d < 16; d++) {
+		o[d][0] *= a0, o[d][1] *= a0;
+		o[d][2] *= a1, o[d][3] *= a1;
+	}
+#pragma unroll
+	for (int j = 0; j < NJ; j++) {
+		s[j][0] = exp2f(fmaf(s[j][0], sl2, -ms0));
+		s[j][1] = exp2f(fmaf(s[j][1], sl2, -ms0));
+		s[j][2] = exp2f(fmaf(s[j][2], sl2, -ms1));
+		s[j][3] = exp2f(fmaf(s[j][3], sl2, -ms1));
+		l0 += s[j][0] + s[j][1];
+		l1 += s[j][2] + s[j][3];
+	}
+}
+
 /* Start the copy of the lse and delta values of one 128-query block (lse
  * row l, delta row d: 128 floats each) into shared memory at s (lse) and
  * s + 1024 (delta); threads 0..63 issue it (the backward kernels keep two
