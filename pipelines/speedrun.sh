@@ -26,13 +26,21 @@
 #   INIT           initial weights [gpt-init --preset record-2025-01-04 --seed SEED]
 #   SEED [0]  STEPS [1390, the record]  EVAL_EVERY [125]
 #   VAL_TOKENS [10485760]  BATCH_TOKENS [524288]  SEQ_LEN [65536]
-#   CKPT_EVERY     checkpoint cadence in steps, into WORKDIR/ckpt [none]
+#   CKPT_EVERY     checkpoint cadence in steps, into WORKDIR/ckpt [none: only
+#                  the checkpoint a SIGINT or SIGTERM leaves]
+#   RESUME=1       continue from the newest checkpoint in WORKDIR/ckpt: the
+#                  earlier log is kept as train.jsonl.1 (.2, ...), and the
+#                  summary reads them all in order, a step trained twice
+#                  counting as its last run. Without it a run starts afresh
+#                  and drops the earlier run's checkpoints and old logs.
 #   STAGE          'prepare': stop after data, weights and schedule [run all]
 # Writes WORKDIR/schedule.txt, WORKDIR/train.jsonl (gpt-train's JSON lines),
 # WORKDIR/final.safetensors, WORKDIR/eval.json (gpt-eval on the validation
 # tokens), and prints a summary. Training time as spec section 11: the sum of
 # the step times of steps 10 and later (the record resets its clock at step
 # 10, so compilation does not count; evaluations are never counted).
+# Exit status: 0 done, 1 error, 2 usage, 128+N training stopped by signal N
+# (RESUME=1 then continues from the checkpoint it left).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-speedrun}
@@ -107,19 +115,46 @@ if [ -z "$gpus" ]; then
 	gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
 	[ "$gpus" -ge 1 ] 2>/dev/null || gpus=1
 fi
-cka=()
-[ -n "${CKPT_EVERY:-}" ] && cka=(--ckpt-dir "$work/ckpt")
+if [ "${RESUME:-}" = 1 ]; then
+	shopt -s nullglob
+	cks=("$work"/ckpt/ckpt_*.safetensors) # eight-digit steps: sorted by name = by step
+	shopt -u nullglob
+	[ ${#cks[@]} -gt 0 ] || { echo "speedrun.sh: RESUME=1 but no checkpoint in $work/ckpt" >&2; exit 1; }
+	start=(--resume "${cks[${#cks[@]} - 1]}")
+	if [ -s "$work/train.jsonl" ]; then
+		n=1
+		while [ -e "$work/train.jsonl.$n" ]; do n=$((n + 1)); done
+		mv "$work/train.jsonl" "$work/train.jsonl.$n"
+	fi
+	say "resuming from ${cks[${#cks[@]} - 1]}"
+else
+	rm -f "$work"/train.jsonl.[0-9]* "$work"/ckpt/ckpt_*.safetensors
+	start=(-w "$init")
+fi
 say "training: $steps steps of $bt tokens on $gpus rank(s), device ${DEVICE:-auto}"
-gpt-train --gpus "$gpus" --device "${DEVICE:-auto}" -w "$init" --train "$train_glob" --val "$val_glob" \
-	--batch-tokens "$bt" --seq-len "$sl" --val-tokens "$vt" -s "$work/schedule.txt" "${cka[@]}" \
-	-o "$work/final.safetensors" >"$work/train.jsonl"
+rc=0
+gpt-train --gpus "$gpus" --device "${DEVICE:-auto}" "${start[@]}" --train "$train_glob" \
+	--val "$val_glob" --batch-tokens "$bt" --seq-len "$sl" --val-tokens "$vt" \
+	-s "$work/schedule.txt" --ckpt-dir "$work/ckpt" -o "$work/final.safetensors" \
+	>"$work/train.jsonl" || rc=$?
+if [ "$rc" -ne 0 ]; then
+	[ "$rc" -gt 128 ] &&
+		echo "speedrun.sh: training stopped by signal $((rc - 128)); RESUME=1 continues from the checkpoint in $work/ckpt" >&2
+	exit "$rc"
+fi
+logs=()
+n=1
+while [ -e "$work/train.jsonl.$n" ]; do logs+=("$work/train.jsonl.$n") && n=$((n + 1)); done
+logs+=("$work/train.jsonl")
 
 # ---- final evaluation and summary ----
 say "final evaluation"
 gpt-eval -q --device "${DEVICE:-auto}" -w "$work/final.safetensors" --val "$val_glob" --seq-len "$sl" \
 	--tokens "$vt" --window 14 >"$work/eval.json"
-jq -rs --argjson steps "$steps" --slurpfile ev "$work/eval.json" '
-	(map(select(.type == "train"))) as $t
+cat "${logs[@]}" | jq -rs --argjson steps "$steps" --argjson nlogs "${#logs[@]}" \
+	--slurpfile ev "$work/eval.json" '
+	(map(select(.type == "train"))
+	 | reduce .[] as $r ({}; .[$r.step | tostring] = $r) | [.[]] | sort_by(.step)) as $t
 	| (map(select(.type == "val")) | last) as $v
 	| ($t | map(select(.step >= 10) | .step_ms) | add // 0) as $timed
 	| ($t | map(select(.step >= 10)) | length) as $n
@@ -128,5 +163,6 @@ jq -rs --argjson steps "$steps" --slurpfile ev "$work/eval.json" '
 	  "reached 3.28         \(if ($v.val_loss // 99) <= 3.28 then "yes" else "no" end)",
 	  "training time        \($timed / 1000 | . * 10 | round / 10) s over steps 10.. (spec 11; all steps: \(($t | map(.step_ms) | add // 0) / 1000 | . * 10 | round / 10) s)",
 	  "step time            \(if $n > 0 then ($timed / $n | . * 10 | round / 10) else "-" end) ms per step (mean over steps 10..)",
-	  "world                \(map(select(.type == "end")) | last | .world // 1) rank(s); peak \((map(select(.type == "end")) | last | .peak_bytes // 0) / 1e9 | . * 100 | round / 100) GB per rank"
-' "$work/train.jsonl"
+	  "world                \(map(select(.type == "end")) | last | .world // 1) rank(s); peak \((map(select(.type == "end")) | last | .peak_bytes // 0) / 1e9 | . * 100 | round / 100) GB per rank",
+	  "logs                 \($nlogs) (train.jsonl\(if $nlogs > 1 then " and \($nlogs - 1) earlier, a step trained twice counted as its last run" else "" end))"
+'

@@ -31,7 +31,29 @@ t_true "speedrun.sh: final weights" test -s sr/final.safetensors
 t_true "speedrun.sh: the loop's and gpt-eval's final losses agree" jq -se --slurpfile ev sr/eval.json \
 	'(map(select(.type == "val")) | last | .val_loss) as $v | ($ev[0].loss - $v | fabs) < 1e-5' \
 	sr/train.jsonl
+t_stdout_has "logs +1 \(train.jsonl\)$"
 t_run "speedrun.sh: FETCH is a count" 2 env FETCH=x "$TOP/pipelines/speedrun.sh" sr2
+
+# RESUME=1: a run with checkpoints at steps 2 and 3 (the last), its step-3
+# checkpoint removed as if it had stopped after step 1, resumed: step 2
+# again, the same final weights, both logs read by the summary
+t_run "speedrun.sh CKPT_EVERY=2" 0 env "${small[@]}" GPUS=2 CKPT_EVERY=2 "$TOP/pipelines/speedrun.sh" srr
+t_true "speedrun.sh: checkpoint at step 2" test -s srr/ckpt/ckpt_00000002.safetensors
+cp srr/final.safetensors srr3.safetensors
+rm -f srr/ckpt/ckpt_00000003.safetensors srr/final.safetensors
+t_run "speedrun.sh RESUME=1" 0 env "${small[@]}" GPUS=2 CKPT_EVERY=2 RESUME=1 "$TOP/pipelines/speedrun.sh" srr
+t_stderr_has "resuming from .*srr/ckpt/ckpt_00000002.safetensors"
+t_true "speedrun.sh: resumed final weights are the uninterrupted run's" cmp srr3.safetensors srr/final.safetensors
+t_true "speedrun.sh: the earlier log kept" jq -se '.[-1].steps == 3' srr/train.jsonl.1
+t_true "speedrun.sh: the resumed log trains step 2 only" \
+	jq -se '[.[] | select(.type == "train") | .step] == [2]' srr/train.jsonl
+t_stdout_has "steps trained +3 of 3"
+t_stdout_has "logs +2 \(train.jsonl and 1 earlier, a step trained twice counted as its last run\)"
+t_run "speedrun.sh: a fresh run drops the old logs and checkpoints" 0 env "${small[@]}" GPUS=1 \
+	"$TOP/pipelines/speedrun.sh" srr
+t_true "speedrun.sh: no earlier log or checkpoint left" test ! -e srr/train.jsonl.1 -a ! -e srr/ckpt/ckpt_00000002.safetensors
+t_run "speedrun.sh RESUME=1 without a checkpoint" 1 env "${small[@]}" GPUS=1 RESUME=1 "$TOP/pipelines/speedrun.sh" srr
+t_stderr_has "RESUME=1 but no checkpoint in .*srr/ckpt"
 
 # the llm.c .bin route (the FineWeb cache layout), imported
 mkdir -p bins
