@@ -31,15 +31,18 @@
  * "partial" (element predicate k <= q && docs[k] == docs[q]); the kernels
  * classify each visited pair with that formula (ATTN_BLOCK_FULL below).
  *
- * Kernels (128 x 128 tiles = mask blocks, 8 warps of 16 rows, mma.sync
- * m16n8k16 bf16 with fp32 accumulation, ldmatrix, cp.async double buffers):
+ * Kernels (128 x 128 tiles = mask blocks, 8 warps, bf16 products with
+ * fp32 accumulation, cp.async staging; on compute capability 9.x with
+ * sm_90a code, wgmma from 128-byte-swizzled shared memory in two
+ * warpgroups: attention_fwd_wg.cu, attention_bwd_wg.cu; elsewhere
+ * ldmatrix + mma.sync m16n8k16):
  *   forward   one CTA per (query block, head): online softmax over the
  *             visited key blocks, y and lse;
  *   backward  delta = rowsum(dy * y) (fp32), then one CTA per (key block,
  *             head) accumulating dk, dv over the query blocks that see it
  *             and adding its share of dq into an fp32 workspace in a fixed
  *             order (kb descending, enforced by per-block flags), the last
- *             share writing dq (attention_bwd_fused.cu);
+ *             share writing dq (attention_bwd_wg.cu, attention_bwd_fused.cu);
  *   split     the same backward with a separate dq pass, one CTA per
  *             (query block, head), that recomputes S and dP (slower; kept
  *             for tests and benchmarks).
