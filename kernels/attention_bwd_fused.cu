@@ -429,9 +429,9 @@ attn_bwd_fused_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__rest
 }
 
 extern "C" int attn_backward_mma(void *dq, void *dk, void *dv, const void *dy, const void *q,
-                             const void *k, const void *v, const void *y, const float *lse,
-                             const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
-                             struct gpt_err *e)
+                                 const void *k, const void *v, const void *y, const float *lse,
+                                 const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
+                                 struct gpt_err *e)
 {
 	const void *ptrs[] = {dq, dk, dv, dy, q, k, v, y, lse};
 	if (attn_check_args(m, heads, head_dim, ptrs, 9, "backward", e))

@@ -124,8 +124,8 @@ attn_fwd_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__res
 }
 
 extern "C" int attn_forward_mma(void *y, float *lse, const void *q, const void *k, const void *v,
-                            const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
-                            struct gpt_err *e)
+                                const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
+                                struct gpt_err *e)
 {
 	const void *ptrs[] = {y, lse, q, k, v};
 	if (attn_check_args(m, heads, head_dim, ptrs, 5, "forward", e))
