@@ -5,8 +5,8 @@
  * in one pass and is the default; this one stays as a second fast path for
  * tests and benchmarks. See attention.cuh.
  *
- * defines: attn_backward_split, attn_delta_kernel (also used by the simple
- *          and fused paths)
+ * defines: attn_backward_split, attn_backward_begin (every backward
+ *          launcher's argument check and delta pass), attn_delta_kernel
  *
  * Three kernels on one stream:
  *   delta  delta[h, t] = sum_d dy[t,h,d] y[t,h,d] in fp32, one warp per row;
@@ -310,21 +310,30 @@ attn_dq_kernel(bf16 *__restrict__ dq, const bf16 *__restrict__ q, const bf16 *__
 	               smem + warp * 16 * ATT_ROWB, acc, ATT_SCALE, ATT_SCALE, lane);
 }
 
-extern "C" int attn_backward_split(void *dq, void *dk, void *dv, const void *dy, const void *q,
-                             const void *k, const void *v, const void *y, const float *lse,
-                             const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
-                             struct gpt_err *e)
+int attn_backward_begin(void *dq, void *dk, void *dv, const void *dy, const void *q, const void *k,
+                        const void *v, const void *y, const float *lse, const struct attn_mask *m,
+                        int heads, int head_dim, cudaStream_t s, struct gpt_err *e)
 {
 	const void *ptrs[] = {dq, dk, dv, dy, q, k, v, y, lse};
 	if (attn_check_args(m, heads, head_dim, ptrs, 9, "backward", e))
 		return -1;
+	const int rows = m->T * heads;
+	ATT_LAUNCH(attn_delta_kernel, (rows + 7) / 8, 256, 0, s, m->delta, (const bf16 *)dy,
+	           (const bf16 *)y, m->T, heads);
+	CUDA_CHECK_LAST();
+	return 0;
+}
+
+extern "C" int attn_backward_split(void *dq, void *dk, void *dv, const void *dy, const void *q,
+                                   const void *k, const void *v, const void *y, const float *lse,
+                                   const struct attn_mask *m, int heads, int head_dim,
+                                   cudaStream_t s, struct gpt_err *e)
+{
+	if (attn_backward_begin(dq, dk, dv, dy, q, k, v, y, lse, m, heads, head_dim, s, e))
+		return -1;
 	const int T = m->T, nb = T / ATTN_BLOCK;
 	const bf16 *Q = (const bf16 *)q, *K = (const bf16 *)k, *V = (const bf16 *)v;
 	const bf16 *dY = (const bf16 *)dy;
-	const int rows = T * heads;
-	ATT_LAUNCH(attn_delta_kernel, (rows + 7) / 8, 256, 0, s, m->delta, dY, (const bf16 *)y, T,
-	           heads);
-	CUDA_CHECK_LAST();
 	CUDA_CHECK(cudaFuncSetAttribute(attn_dkdv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
 	                                ATT_DKV_SMEM));
 	ATT_LAUNCH(attn_dkdv_kernel, dim3(nb, heads), ATT_THREADS, ATT_DKV_SMEM, s, (bf16 *)dk,

@@ -433,14 +433,9 @@ extern "C" int attn_backward_mma(void *dq, void *dk, void *dv, const void *dy, c
                                  const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
                                  struct gpt_err *e)
 {
-	const void *ptrs[] = {dq, dk, dv, dy, q, k, v, y, lse};
-	if (attn_check_args(m, heads, head_dim, ptrs, 9, "backward", e))
+	if (attn_backward_begin(dq, dk, dv, dy, q, k, v, y, lse, m, heads, head_dim, s, e))
 		return -1;
 	const int T = m->T, nb = T / ATTN_BLOCK;
-	const int rows = T * heads;
-	ATT_LAUNCH(attn_delta_kernel, (rows + 7) / 8, 256, 0, s, m->delta, (const bf16 *)dy,
-	           (const bf16 *)y, T, heads);
-	CUDA_CHECK_LAST();
 	CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_fused_kernel,
 	                                cudaFuncAttributeMaxDynamicSharedMemorySize, ATT_FUSED_SMEM));
 	ATT_LAUNCH(attn_bwd_fused_kernel, nb * heads, ATT_THREADS, ATT_FUSED_SMEM, s, (bf16 *)dq,

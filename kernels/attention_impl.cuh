@@ -361,6 +361,13 @@ __device__ __forceinline__ void att_store_rows(bf16 *out, size_t rs, unsigned ch
 int attn_check_args(const struct attn_mask *m, int heads, int head_dim, const void *const *ptrs,
                     int n, const char *what, struct gpt_err *e);
 
+/* The start of every backward launcher (attention_bwd.cu): the argument
+ * check (attn_check_args), then delta = rowsum(dy * y) into m->delta on
+ * stream s. 0, or -1 with a message in e. */
+int attn_backward_begin(void *dq, void *dk, void *dv, const void *dy, const void *q, const void *k,
+                        const void *v, const void *y, const float *lse, const struct attn_mask *m,
+                        int heads, int head_dim, cudaStream_t s, struct gpt_err *e);
+
 /* delta[h, t] = dy[t, h, :] . y[t, h, :] (attention_bwd.cu); grid of
  * ceil(T H / 8) blocks of 256 threads, one warp per row. */
 __global__ void attn_delta_kernel(float *__restrict__ delta, const bf16 *__restrict__ dy,

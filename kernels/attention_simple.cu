@@ -149,14 +149,11 @@ extern "C" int attn_backward_simple(void *dq, void *dk, void *dv, const void *dy
                                     const struct attn_mask *m, int heads, int head_dim,
                                     cudaStream_t s, struct gpt_err *e)
 {
-	const void *ptrs[] = {dq, dk, dv, dy, q, k, v, y, lse};
-	if (attn_check_args(m, heads, head_dim, ptrs, 9, "backward", e))
+	if (attn_backward_begin(dq, dk, dv, dy, q, k, v, y, lse, m, heads, head_dim, s, e))
 		return -1;
 	const int T = m->T, rows = T * heads, grid = (rows + 7) / 8;
 	const bf16 *Q = (const bf16 *)q, *K = (const bf16 *)k, *V = (const bf16 *)v;
 	const bf16 *dY = (const bf16 *)dy;
-	ATT_LAUNCH(attn_delta_kernel, grid, 256, 0, s, m->delta, dY, (const bf16 *)y, T, heads);
-	CUDA_CHECK_LAST();
 	ATT_LAUNCH(attn_dq_simple_kernel, grid, 256, 0, s, (bf16 *)dq, Q, K, V, dY, lse, m->delta,
 	           m->docs, m->kb_first, T, heads);
 	CUDA_CHECK_LAST();
