@@ -131,7 +131,7 @@ $(B)/tests/gpu_%.o: tests/gpu/gpu_%.c
 $(B)/tests/%: $(B)/tests/%.o $(LIBGPT) $(LIBGPTCUDA)
 	$(CC) $(LDFLAGS) $< $(LIBGPT) $(LIBGPTCUDA) $(CHECK_LIBS) $(LDLIBS) $(CUDA_LIBS) -o $@
 
-## check: run the unit tests (Check), the command-line tests and the man-page examples
+## check: run the unit tests (Check), the command-line tests, the man-page examples and the attention kernels in the host emulation (tests/gpu/emu)
 check: all $(TESTS)
 	@tests/run-all.sh $(B)
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Run the test suites and print one closing line "N passed, N failed".
-#   tests/run-all.sh BUILD_DIR [unit|cli|gpu|all]
+#   tests/run-all.sh BUILD_DIR [unit|cli|emu|gpu|all]
 # Unit tests: every build/tests/check_* binary (Check prints its own
 # "NN%: Checks: N, Failures: N, Errors: N" summary).
 # CLI tests: every tests/cli/*.sh, run with build/bin first on PATH; each
 # prints "ok"/"FAIL" lines through tests/cli/lib.sh.
+# Emulated attention kernels: tests/gpu/gpu_attention.c against kernels/attention_*
+# compiled for the host emulation (run_emu below).
 # GPU tests: every build/tests/gpu_* binary and tests/gpu/*.sh script (make check-gpu).
+# all: unit, cli and emu.
 set -u
 B=${1:-build}
 what=${2:-all}
@@ -70,11 +73,37 @@ run_gpu() {
 	run_scripts tests/gpu/*.sh
 }
 
+# The attention kernels (mma.sync and wgmma) compiled for the host emulation
+# (tests/gpu/emu): gpu_attention's cases up to T = 384 (three blocks: the
+# stage rotations and the backward's flags between key blocks), the mode
+# where a missing cp.async / wgmma wait reads stale data. About 1-2 minutes;
+# tests/gpu/emu/run.sh runs both modes up to T = 512.
+run_emu() {
+	local out n
+	if ! command -v "${CXX:-g++}" >/dev/null; then
+		echo "emu: skipped (needs g++)"
+		return
+	fi
+	out=$(EMU_CP=defer EMU_SCHED=rr GPT_ATTN_MAX_T=384 CK_RUN_CASE=attn tests/gpu/emu/run.sh "$B" 2>&1)
+	printf '%s\n' "$out" | grep -E '^  FAIL |^[^:]+:[0-9]+:[EF]:|^emu: ' | sed 's|^|emu: |'
+	n=$(printf '%s\n' "$out" | sed -n 's/.*Checks: \([0-9]*\), Failures: \([0-9]*\), Errors: \([0-9]*\).*/\1 \2 \3/p' | tail -1)
+	if [ -z "$n" ]; then
+		printf '%s\n' "$out" | tail -20
+		failed=$((failed + 1)); failures+=("emu (no result)")
+		return
+	fi
+	set -- $n
+	echo "emu (attention kernels, host emulation): $(($1 - $2 - $3)) passed, $(($2 + $3)) failed"
+	passed=$((passed + $1 - $2 - $3)); failed=$((failed + $2 + $3))
+	[ $(($2 + $3)) -eq 0 ] || failures+=("emu")
+}
+
 case $what in
 unit) run_unit ;;
 cli) run_cli ;;
+emu) run_emu ;;
 gpu) run_gpu ;;
-all) run_unit; run_cli ;;
+all) run_unit; run_cli; run_emu ;;
 *) echo "run-all.sh: unknown suite '$what'" >&2; exit 2 ;;
 esac
 
