@@ -12,8 +12,12 @@
  *   small   T = 128..4096, windows 1..14 and "none", seven document
  *           layouts (none, eot at 0, short, long, FineWeb-like, eots on
  *           block edges, every token an eot):
- *           fast and simple paths against the reference on every row and
- *           head; the fast path run twice must give identical bits
+ *           every path against the reference on every row and head: the
+ *           fast one (attn_forward / attn_backward: wgmma on Hopper, else
+ *           mma.sync), the mma.sync forward and one-pass backward, the
+ *           split backward, the simple one; the fast path run twice must
+ *           give identical bits, and the one-pass mma.sync backward's dk,
+ *           dv the split one's
  *   large   T = 16384 and 65536 with 6 heads: the same on sampled 128-row
  *           windows of queries (y, lse, dq) and of keys (dk, dv), 2 heads
  *   errors  argument checks of the launchers
