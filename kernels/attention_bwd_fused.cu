@@ -149,15 +149,8 @@ attn_bwd_fused_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__rest
 {
 	ATT_DYN_SMEM(smem);
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-	int *tk = reinterpret_cast<int *>(smem + ATT_FUSED_TICKET);
-	if (tid == 0) {
-		const int x = att_ticket(ticket);
-		if (x == nb * H - 1)
-			att_flag_store(ticket, 0);
-		*tk = x;
-	}
-	__syncthreads();
-	const int tix = *tk, h = tix % H, kb = nb - 1 - tix / H;
+	const int tix = att_take_ticket(ticket, reinterpret_cast<int *>(smem + ATT_FUSED_TICKET), nb * H, tid);
+	const int h = tix % H, kb = nb - 1 - tix / H;
 	const size_t rs = (size_t)H * ATTN_HEAD_DIM, hoff = (size_t)h * ATTN_HEAD_DIM;
 	const size_t blk = (size_t)ATTN_BLOCK * rs;
 	/* tiles: K at 0, V at 1, Q stage s at 2 + s, dY stage s at 4 + s */

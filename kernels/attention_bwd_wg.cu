@@ -75,15 +75,8 @@ attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restric
 	unsigned char *smem = smem_raw + ((1024 - (att_smem(smem_raw) & 1023)) & 1023);
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
 	const int wg = warp >> 2, wi = warp & 3;
-	int *tk = reinterpret_cast<int *>(smem + ATT_BWG_TICKET);
-	if (tid == 0) {
-		const int x = att_ticket(ticket);
-		if (x == nb * H - 1)
-			att_flag_store(ticket, 0);
-		*tk = x;
-	}
-	__syncthreads();
-	const int tix = *tk, h = tix % H, kb = nb - 1 - tix / H;
+	const int tix = att_take_ticket(ticket, reinterpret_cast<int *>(smem + ATT_BWG_TICKET), nb * H, tid);
+	const int h = tix % H, kb = nb - 1 - tix / H;
 	const size_t rs = (size_t)H * ATTN_HEAD_DIM, hoff = (size_t)h * ATTN_HEAD_DIM;
 	const size_t blk = (size_t)ATTN_BLOCK * rs;
 	/* tiles: K at 0, V at 1, Q stage s at 2 + s, dY stage s at 4 + s */

@@ -182,6 +182,22 @@ __device__ __forceinline__ void att_flag_store(int *p, int v)
 
 #endif /* !ATT_EMULATE */
 
+/* The one-pass backward kernels' CTA order: thread 0 takes the next of n
+ * tickets from the counter (the last taker resets it to 0 for the next
+ * launch, so no memset is needed), broadcast through the int at slot;
+ * every thread of the CTA calls it and gets the same ticket. */
+__device__ __forceinline__ int att_take_ticket(int *ticket, int *slot, int n, int tid)
+{
+	if (tid == 0) {
+		const int x = att_ticket(ticket);
+		if (x == n - 1)
+			att_flag_store(ticket, 0);
+		*slot = x;
+	}
+	__syncthreads();
+	return *slot;
+}
+
 /* Two floats to packed bf16 (lo in the low half: the lower column). */
 __device__ __forceinline__ uint32_t att_pack(float lo, float hi)
 {
