@@ -3,16 +3,32 @@
  * GemmEx). See gemm.cuh for the layout mapping and the numerics contract.
  *
  * defines: gemm_create, gemm_destroy, gemm_stream, gemm_stats, gemm_rm,
- *          gemm_fwd, gemm_bwd_dx, gemm_bwd_dw, gemm_bf16_batched
+ *          gemm_fwd, gemm_bwd_dx, gemm_bwd_dw, gemm_bf16_batched,
+ *          gemm_set_rank, gemm_export, gemm_import, gemm_forget
+ *
+ * Algorithm choice (gemm.cuh): a process-wide table of choices, one per
+ * plan key, made the first time a key is seen (timed among the heuristic's
+ * first TUNE_CANDIDATES, or its first) and kept for the life of the
+ * process, so every context and every engine of the process runs the same
+ * algorithm for the same key; gemm_export/gemm_import carry it across
+ * processes (a checkpoint and its resume). Each context caches plans
+ * (descriptors plus the algorithm) built from it; gemm_import bumps a
+ * generation number that makes the contexts rebuild theirs.
  */
 #include <cublasLt.h>
 #include <cublas_v2.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "gemm.cuh"
 #include "kcommon.cuh"
 
 #define NPLANS 64
+#define MAX_RANK 16 /* algorithms asked of the heuristic */
+#define TUNE_CANDIDATES 8
+#define EXPORT_MAGIC "gemm-algos 1"
 
 /* Everything that selects an algorithm. Compared with memcmp: always
  * memset to zero before filling (padding). */
@@ -26,6 +42,7 @@ struct plan_key {
 struct plan {
 	int used;
 	int lt; /* 1: cublasLtMatmul with algo; 0: GemmEx fallback */
+	unsigned gen; /* the choice table's generation it was built from */
 	struct plan_key key;
 	cublasLtMatmulDesc_t op;
 	cublasLtMatrixLayout_t la, lb, lc;
@@ -40,6 +57,7 @@ struct gemm_ctx {
 	size_t ws_bytes;
 	struct plan plans[NPLANS];
 	int next; /* round-robin replacement */
+	int rank; /* -1: the process's choice; >= 0: the heuristic's rank-th (gemm_set_rank) */
 	struct gemm_stats st;
 };
 
@@ -49,6 +67,7 @@ extern "C" struct gemm_ctx *gemm_create(cudaStream_t stream)
 	if (!g)
 		KFATAL("gemm: out of host memory");
 	g->stream = stream;
+	g->rank = -1;
 	g->ws_bytes = GEMM_WORKSPACE_BYTES;
 	CUDA_CHECK(cudaMalloc(&g->ws, g->ws_bytes));
 	CUBLAS_CHECK(cublasLtCreate(&g->lt));
@@ -91,6 +110,16 @@ extern "C" cudaStream_t gemm_stream(const struct gemm_ctx *g) { return g->stream
 
 extern "C" struct gemm_stats gemm_stats(const struct gemm_ctx *g) { return g->st; }
 
+extern "C" void gemm_set_rank(struct gemm_ctx *g, int rank)
+{
+	if (rank < -1 || rank >= MAX_RANK)
+		KFATAL("gemm: algorithm rank %d outside -1..%d", rank, MAX_RANK - 1);
+	for (int i = 0; i < NPLANS; i++)
+		plan_release(&g->plans[i]);
+	g->next = 0;
+	g->rank = rank;
+}
+
 /* Largest power of two (<= 256) dividing the address and, for batches,
  * the byte stride between members. */
 static uint32_t alignment(const void *p, long long stride, int elsize, int batch)
@@ -117,14 +146,157 @@ static cublasLtMatrixLayout_t layout(cudaDataType_t t, long long rows, long long
 	return l;
 }
 
+/* ------------------------------------------------------------------------
+ * The process's choices
+ */
+struct choice {
+	struct plan_key key;
+	int lt;
+	cublasLtMatmulAlgo_t algo;
+};
+static struct {
+	pthread_mutex_t mu;
+	struct choice *v;
+	int n, cap;
+	int tune;     /* -1: GPT_GEMM_TUNE not read yet */
+	unsigned gen; /* bumped by gemm_import and gemm_forget */
+} ch = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, -1, 1};
+
+static unsigned choice_gen(void) { return __atomic_load_n(&ch.gen, __ATOMIC_ACQUIRE); }
+
+/* Under ch.mu. */
+static struct choice *choice_find(const struct plan_key *k)
+{
+	for (int i = 0; i < ch.n; i++)
+		if (!memcmp(&ch.v[i].key, k, sizeof *k))
+			return &ch.v[i];
+	return NULL;
+}
+
+/* Record (or, replace: 1, overwrite) the choice for k; under ch.mu. */
+static void choice_put(const struct plan_key *k, int lt, const cublasLtMatmulAlgo_t *algo, int replace)
+{
+	struct choice *c = choice_find(k);
+	if (c && !replace)
+		return;
+	if (!c) {
+		if (ch.n == ch.cap) {
+			int cap = ch.cap ? 2 * ch.cap : 64;
+			struct choice *v = (struct choice *)realloc(ch.v, sizeof *v * (size_t)cap);
+			if (!v)
+				KFATAL("gemm: out of host memory");
+			ch.v = v, ch.cap = cap;
+		}
+		c = &ch.v[ch.n++];
+		c->key = *k;
+	}
+	c->lt = lt;
+	memset(&c->algo, 0, sizeof c->algo);
+	if (lt)
+		c->algo = *algo;
+}
+
+static int tuning_on(void)
+{
+	if (ch.tune < 0) {
+		const char *t = getenv("GPT_GEMM_TUNE");
+		ch.tune = !(t && !strcmp(t, "0"));
+	}
+	return ch.tune;
+}
+
+/* The operands of the product that needs the plan (tuning runs it). */
+struct call {
+	const void *A, *B;
+	void *C;
+	float alpha, beta;
+	size_t cbytes; /* C's extent in bytes */
+};
+
+/* ms per product of algo on the call's operands (3 back to back, best of
+ * two rounds after one warm-up); INFINITY when it does not run. */
+static float time_algo(struct gemm_ctx *g, const struct plan *p, const cublasLtMatmulAlgo_t *algo,
+                       const struct call *cl, void *C)
+{
+	cudaEvent_t e0, e1;
+	CUDA_CHECK(cudaEventCreate(&e0));
+	CUDA_CHECK(cudaEventCreate(&e1));
+	float best = INFINITY;
+	for (int r = 0; r < 3; r++) {
+		CUDA_CHECK(cudaEventRecord(e0, g->stream));
+		int reps = r ? 3 : 1, ok = 1;
+		for (int i = 0; i < reps && ok; i++)
+			ok = cublasLtMatmul(g->lt, p->op, &cl->alpha, cl->B, p->la, cl->A, p->lb, &cl->beta, C,
+			                    p->lc, C, p->lc, algo, g->ws, g->ws_bytes,
+			                    g->stream) == CUBLAS_STATUS_SUCCESS;
+		CUDA_CHECK(cudaEventRecord(e1, g->stream));
+		CUDA_CHECK(cudaEventSynchronize(e1));
+		if (!ok) {
+			best = INFINITY;
+			break;
+		}
+		float ms;
+		CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+		if (r && ms / reps < best)
+			best = ms / reps;
+	}
+	CUDA_CHECK(cudaGetLastError());
+	CUDA_CHECK(cudaEventDestroy(e0));
+	CUDA_CHECK(cudaEventDestroy(e1));
+	return best;
+}
+
+/* The fastest of the candidates on this call (the first where timing is
+ * off, or impossible: a stream being captured). beta != 0 products run
+ * into a zeroed scratch buffer of C's extent, so C is left as it was. */
+static int pick(struct gemm_ctx *g, const struct plan *p, const cublasLtMatmulHeuristicResult_t *res,
+                int n, const struct call *cl)
+{
+	cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+	CUDA_CHECK(cudaStreamIsCapturing(g->stream, &cs));
+	if (n < 2 || !tuning_on() || cs != cudaStreamCaptureStatusNone)
+		return 0;
+	void *C = cl->C, *scratch = NULL;
+	if (cl->beta != 0.0f) {
+		CUDA_CHECK(cudaMalloc(&scratch, cl->cbytes));
+		CUDA_CHECK(cudaMemsetAsync(scratch, 0, cl->cbytes, g->stream));
+		C = scratch;
+	}
+	int best = 0;
+	float tbest = INFINITY;
+	for (int i = 0; i < n; i++) {
+		float t = time_algo(g, p, &res[i].algo, cl, C);
+		if (t < tbest)
+			tbest = t, best = i;
+	}
+	if (scratch)
+		CUDA_CHECK(cudaFree(scratch));
+	g->st.tuned++;
+	return best;
+}
+
+/* The plan runs cublasGemmStridedBatchedEx: drop its descriptors. */
+static void plan_no_lt(struct plan *p)
+{
+	cublasLtMatrixLayoutDestroy(p->la);
+	cublasLtMatrixLayoutDestroy(p->lb);
+	cublasLtMatrixLayoutDestroy(p->lc);
+	cublasLtMatmulDescDestroy(p->op);
+	p->lt = 0;
+}
+
 /* Build the plan for key k (column-major view: m = N, n = M, first operand
- * our B, second our A; see gemm.cuh). Leaves p->lt = 0 when cuBLASLt has no
- * algorithm for it. */
-static void plan_build(struct gemm_ctx *g, struct plan *p, const struct plan_key *k)
+ * our B, second our A; see gemm.cuh): the descriptors, and the algorithm:
+ * the process's choice for k (made here, on the call's operands, when
+ * there is none yet), or with gemm_set_rank the heuristic's rank-th.
+ * Leaves p->lt = 0 when cuBLASLt has no algorithm for it. */
+static void plan_build(struct gemm_ctx *g, struct plan *p, const struct plan_key *k,
+                       const struct call *cl)
 {
 	memset(p, 0, sizeof *p);
 	p->used = 1;
 	p->key = *k;
+	p->gen = choice_gen();
 	g->st.plans++;
 	const cudaDataType_t ct = k->ct == GEMM_F32 ? CUDA_R_32F : CUDA_R_16BF;
 	cublasLtMatmulDesc_t op;
@@ -135,11 +307,34 @@ static void plan_build(struct gemm_ctx *g, struct plan *p, const struct plan_key
 	CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
 	/* stored shapes, column-major: our B is [K,N] row-major (tb = 0) = N x K
 	 * column-major; [N,K] (tb = 1) = K x N. Likewise for our A. */
-	cublasLtMatrixLayout_t la = layout(CUDA_R_16BF, k->tb ? k->K : k->N, k->tb ? k->N : k->K,
-	                                   k->ldb, k->batch, k->sB);
-	cublasLtMatrixLayout_t lb = layout(CUDA_R_16BF, k->ta ? k->M : k->K, k->ta ? k->K : k->M,
-	                                   k->lda, k->batch, k->sA);
-	cublasLtMatrixLayout_t lc = layout(ct, k->N, k->M, k->ldc, k->batch, k->sC);
+	p->op = op;
+	p->la = layout(CUDA_R_16BF, k->tb ? k->K : k->N, k->tb ? k->N : k->K, k->ldb, k->batch, k->sB);
+	p->lb = layout(CUDA_R_16BF, k->ta ? k->M : k->K, k->ta ? k->K : k->M, k->lda, k->batch, k->sA);
+	p->lc = layout(ct, k->N, k->M, k->ldc, k->batch, k->sC);
+
+	int stale = 0; /* a choice this build cannot run (imported) */
+	if (g->rank < 0) { /* the process's choice, when there is one */
+		pthread_mutex_lock(&ch.mu);
+		struct choice *c = choice_find(k);
+		struct choice cc;
+		memset(&cc, 0, sizeof cc);
+		if (c)
+			cc = *c;
+		pthread_mutex_unlock(&ch.mu);
+		if (c && !cc.lt) {
+			plan_no_lt(p);
+			return;
+		}
+		cublasLtMatmulHeuristicResult_t chk;
+		if (c && cublasLtMatmulAlgoCheck(g->lt, op, p->la, p->lb, p->lc, p->lc, &cc.algo, &chk) ==
+		                 CUBLAS_STATUS_SUCCESS &&
+		    chk.workspaceSize <= g->ws_bytes) {
+			p->lt = 1;
+			p->algo = cc.algo;
+			return;
+		}
+		stale = c != NULL; /* none, or one this build cannot run: choose again */
+	}
 
 	cublasLtMatmulPreference_t pref;
 	CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -158,36 +353,62 @@ static void plan_build(struct gemm_ctx *g, struct plan *p, const struct plan_key
 		pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
 	CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
 		pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
-	cublasLtMatmulHeuristicResult_t res;
-	memset(&res, 0, sizeof res);
-	int found = 0;
+	cublasLtMatmulHeuristicResult_t res[MAX_RANK];
+	memset(res, 0, sizeof res);
+	int found = 0, want = g->rank >= 0 ? g->rank + 1 : TUNE_CANDIDATES;
 	cublasStatus_t st =
-		cublasLtMatmulAlgoGetHeuristic(g->lt, op, la, lb, lc, lc, pref, 1, &res, &found);
+		cublasLtMatmulAlgoGetHeuristic(g->lt, op, p->la, p->lb, p->lc, p->lc, pref, want, res, &found);
 	cublasLtMatmulPreferenceDestroy(pref);
-	if (st == CUBLAS_STATUS_SUCCESS && found > 0 && res.state == CUBLAS_STATUS_SUCCESS &&
-	    res.workspaceSize <= g->ws_bytes) {
-		p->lt = 1;
-		p->op = op, p->la = la, p->lb = lb, p->lc = lc;
-		p->algo = res.algo;
-		return;
-	}
 	if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED)
 		KFATAL("gemm: cublasLtMatmulAlgoGetHeuristic: %s", cublasGetStatusString(st));
-	cublasLtMatrixLayoutDestroy(la);
-	cublasLtMatrixLayoutDestroy(lb);
-	cublasLtMatrixLayoutDestroy(lc);
-	cublasLtMatmulDescDestroy(op);
+	if (st != CUBLAS_STATUS_SUCCESS)
+		found = 0;
+	/* the usable ones, in the heuristic's order */
+	int n = 0;
+	for (int i = 0; i < found; i++)
+		if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= g->ws_bytes)
+			res[n++] = res[i];
+	g->st.last_offered = n;
+	if (g->rank >= 0) { /* the rank-th, or the first where fewer are offered */
+		if (n > 0) {
+			p->lt = 1;
+			p->algo = res[g->rank < n ? g->rank : 0].algo;
+			return;
+		}
+		plan_no_lt(p);
+		return;
+	}
+	if (n > 0) {
+		p->lt = 1;
+		p->algo = res[pick(g, p, res, n, cl)].algo;
+	}
+	pthread_mutex_lock(&ch.mu);
+	choice_put(k, p->lt, &p->algo, stale);
+	struct choice *c = choice_find(k); /* another context's, if it came first */
+	if (c->lt && p->lt)
+		p->algo = c->algo;
+	pthread_mutex_unlock(&ch.mu);
+	if (!p->lt)
+		plan_no_lt(p);
 }
 
-static struct plan *plan_get(struct gemm_ctx *g, const struct plan_key *k)
+static struct plan *plan_get(struct gemm_ctx *g, const struct plan_key *k, const struct call *cl)
 {
-	for (int i = 0; i < NPLANS; i++)
-		if (g->plans[i].used && !memcmp(&g->plans[i].key, k, sizeof *k))
-			return &g->plans[i];
+	unsigned gen = choice_gen();
+	for (int i = 0; i < NPLANS; i++) {
+		struct plan *p = &g->plans[i];
+		if (p->used && !memcmp(&p->key, k, sizeof *k)) {
+			if (p->gen == gen || g->rank >= 0)
+				return p;
+			plan_release(p); /* the choices changed: rebuild it in place */
+			plan_build(g, p, k, cl);
+			return p;
+		}
+	}
 	struct plan *p = &g->plans[g->next];
 	g->next = (g->next + 1) % NPLANS;
 	plan_release(p);
-	plan_build(g, p, k);
+	plan_build(g, p, k, cl);
 	return p;
 }
 
@@ -216,7 +437,9 @@ extern "C" void gemm_rm(struct gemm_ctx *g, int ta, int tb, int M, int N, int K,
 	k.alA = alignment(A, k.sA, 2, batch);
 	k.alB = alignment(B, k.sB, 2, batch);
 	k.alC = alignment(C, k.sC, csize, batch);
-	struct plan *p = plan_get(g, &k);
+	struct call cl = {A, B, C, alpha, beta, 0};
+	cl.cbytes = (size_t)(((long long)(batch - 1) * k.sC + (long long)(M - 1) * ldc + N) * csize);
+	struct plan *p = plan_get(g, &k, &cl);
 	if (p->lt) {
 		g->st.lt_calls++;
 		CUBLAS_CHECK(cublasLtMatmul(g->lt, p->op, &alpha, B, p->la, A, p->lb, &beta, C, p->lc,
@@ -229,6 +452,116 @@ extern "C" void gemm_rm(struct gemm_ctx *g, int ta, int tb, int M, int N, int K,
 		&alpha, B, CUDA_R_16BF, (int)ldb, k.sB, A, CUDA_R_16BF, (int)lda, k.sA, &beta, C,
 		ct == GEMM_F32 ? CUDA_R_32F : CUDA_R_16BF, (int)ldc, k.sC, batch, CUBLAS_COMPUTE_32F,
 		CUBLAS_GEMM_DEFAULT));
+}
+
+/* ------------------------------------------------------------------------
+ * Export and import of the choices
+ */
+static void export_header(char *buf, size_t n)
+{
+	int dev = 0;
+	cudaDeviceProp pr;
+	CUDA_CHECK(cudaGetDevice(&dev));
+	CUDA_CHECK(cudaGetDeviceProperties(&pr, dev));
+	for (char *c = pr.name; *c; c++)
+		if (*c == ' ' || *c == '\n')
+			*c = '_';
+	snprintf(buf, n, "%s cublasLt=%zu sm=%d.%d %s\n", EXPORT_MAGIC, cublasLtGetVersion(), pr.major,
+	         pr.minor, pr.name);
+}
+
+#define CHOICE_FMT "%d %d %d %d %d %d %d %lld %lld %lld %lld %lld %lld %u %u %u %d"
+
+extern "C" char *gemm_export(void)
+{
+	char head[512];
+	export_header(head, sizeof head);
+	pthread_mutex_lock(&ch.mu);
+	size_t cap = strlen(head) + 1 + (size_t)ch.n * 512, len = 0;
+	char *out = (char *)malloc(cap);
+	if (!out)
+		KFATAL("gemm: out of host memory");
+	len += (size_t)snprintf(out, cap, "%s", head);
+	for (int i = 0; i < ch.n; i++) {
+		const struct choice *c = &ch.v[i];
+		const struct plan_key *k = &c->key;
+		len += (size_t)snprintf(out + len, cap - len, CHOICE_FMT, k->ta, k->tb, k->M, k->N, k->K,
+		                        k->ct, k->batch, k->lda, k->ldb, k->ldc, k->sA, k->sB, k->sC,
+		                        k->alA, k->alB, k->alC, c->lt);
+		for (int j = 0; j < 8; j++)
+			len += (size_t)snprintf(out + len, cap - len, " %llx",
+			                        (unsigned long long)c->algo.data[j]);
+		len += (size_t)snprintf(out + len, cap - len, "\n");
+	}
+	pthread_mutex_unlock(&ch.mu);
+	return out;
+}
+
+extern "C" int gemm_import(const char *text)
+{
+	char head[512];
+	export_header(head, sizeof head);
+	size_t hl = strlen(head);
+	if (strncmp(text, EXPORT_MAGIC " ", strlen(EXPORT_MAGIC) + 1))
+		return -1;
+	if (strncmp(text, head, hl))
+		return 0; /* another GPU or cuBLAS: its choices do not apply */
+	/* parse everything first: a malformed text changes nothing */
+	int cap = 16, n = 0;
+	struct choice *v = (struct choice *)malloc(sizeof *v * (size_t)cap);
+	if (!v)
+		KFATAL("gemm: out of host memory");
+	for (const char *s = text + hl; *s;) {
+		const char *eol = strchr(s, '\n');
+		size_t ll = eol ? (size_t)(eol - s) : strlen(s);
+		char line[512];
+		if (ll >= sizeof line)
+			goto bad;
+		memcpy(line, s, ll);
+		line[ll] = 0;
+		s += ll + (eol ? 1 : 0);
+		if (!ll)
+			continue;
+		if (n == cap) {
+			cap *= 2;
+			struct choice *nv = (struct choice *)realloc(v, sizeof *v * (size_t)cap);
+			if (!nv)
+				KFATAL("gemm: out of host memory");
+			v = nv;
+		}
+		struct choice *c = &v[n];
+		memset(c, 0, sizeof *c);
+		struct plan_key *k = &c->key;
+		unsigned long long d[8];
+		int used = 0;
+		if (sscanf(line, CHOICE_FMT " %llx %llx %llx %llx %llx %llx %llx %llx%n", &k->ta, &k->tb,
+		           &k->M, &k->N, &k->K, &k->ct, &k->batch, &k->lda, &k->ldb, &k->ldc, &k->sA,
+		           &k->sB, &k->sC, &k->alA, &k->alB, &k->alC, &c->lt, &d[0], &d[1], &d[2], &d[3],
+		           &d[4], &d[5], &d[6], &d[7], &used) != 25 ||
+		    line[used] || (c->lt != 0 && c->lt != 1))
+			goto bad;
+		for (int j = 0; j < 8; j++)
+			c->algo.data[j] = d[j];
+		n++;
+	}
+	pthread_mutex_lock(&ch.mu);
+	for (int i = 0; i < n; i++)
+		choice_put(&v[i].key, v[i].lt, &v[i].algo, 1);
+	__atomic_add_fetch(&ch.gen, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&ch.mu);
+	free(v);
+	return n;
+bad:
+	free(v);
+	return -1;
+}
+
+extern "C" void gemm_forget(void)
+{
+	pthread_mutex_lock(&ch.mu);
+	ch.n = 0;
+	__atomic_add_fetch(&ch.gen, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&ch.mu);
 }
 
 extern "C" void gemm_fwd(struct gemm_ctx *g, uint16_t *y, const uint16_t *x, const uint16_t *W,

@@ -16,7 +16,10 @@
  *       gemm_bwd_dw(): dW[N,K] = dy[T,N]^T x[T,K] + beta dW       (fp32 out;
  *                      beta = 1 adds into the fp32 master-weight gradient,
  *                      so micro-batches accumulate)
- *   - gemm_bf16_batched(): bf16 strided-batched form (Newton-Schulz).
+ *   - gemm_bf16_batched(): bf16 strided-batched form (Newton-Schulz);
+ *   - the process's algorithm choices, one per product key, timed once
+ *     (below) and carried across processes by gemm_export/gemm_import;
+ *     gemm_set_rank() for benchmarks.
  *
  * Row-major vs cuBLAS's column-major. A row-major R x C matrix with row
  * stride ld is, byte for byte, the column-major C x R matrix (its
@@ -34,15 +37,27 @@
  * rounding to the output type. Split-K algorithms are restricted to the
  * COMPUTE_TYPE reduction scheme (partial sums in fp32, reduced in a fixed
  * order), so bf16 outputs are rounded once and results are bitwise
- * repeatable for a given shape, pointer alignment and GPU. beta = 0 never
- * reads C (a NaN-poisoned C is fine).
+ * repeatable for a given shape, pointer alignment, GPU and algorithm (the
+ * process's choice, below). beta = 0 never reads C (a NaN-poisoned C is
+ * fine).
  *
- * Plans: the first product of a given shape / types / strides / pointer
- * alignment asks cuBLASLt's heuristic for an algorithm; later ones reuse it
- * (64 cached plans, replaced round-robin). Where cuBLASLt offers no
- * algorithm (odd leading dimensions) the product falls back to
- * cublasGemmStridedBatchedEx with the same numerics contract;
- * gemm_stats() counts both paths.
+ * Algorithm choice: the first product of a given shape / types / strides
+ * / pointer alignment (a key) in the process asks cuBLASLt's heuristic for
+ * up to 8 algorithms and times each on that product's own operands (3
+ * products after a warm-up, best of two rounds; beta != 0 products into a
+ * zeroed scratch buffer of C's extent, cudaMalloc'd for the timing, so C
+ * is only written by the real product). The fastest becomes the process's choice
+ * for the key, used by every context from then on: the timing decides
+ * which algorithm runs, never what a given algorithm computes, so results
+ * stay bitwise repeatable within a process. GPT_GEMM_TUNE=0 in the
+ * environment takes the heuristic's first choice instead, untimed (the
+ * behaviour before tuning). gemm_export()/gemm_import() carry the choices
+ * to another process (gpt-train stores them in its checkpoints, so a
+ * resumed run computes what the uninterrupted one would have). Each
+ * context caches plans built from the choices (64, replaced round-robin).
+ * Where cuBLASLt offers no algorithm (odd leading dimensions) the product
+ * falls back to cublasGemmStridedBatchedEx with the same numerics
+ * contract; gemm_stats() counts both paths.
  *
  * Errors (CUDA/cuBLAS failures, invalid arguments) print
  * "gpt-xxx: gemm: ..." and exit(1), as cuda_check.h does.
@@ -75,8 +90,29 @@ struct gemm_stats {
 	long long lt_calls;       /* products run by cublasLtMatmul */
 	long long fallback_calls; /* products run by cublasGemmStridedBatchedEx */
 	long long plans;          /* heuristic queries (cache misses) */
+	long long tuned;          /* choices made by timing candidates */
+	int last_offered;         /* usable algorithms the last query returned */
 };
 struct gemm_stats gemm_stats(const struct gemm_ctx *g);
+
+/* Plans built from now on take the heuristic's rank-th algorithm (0: its
+ * first choice; 0..15), or its first where it offers fewer (last_offered
+ * <= rank then); -1 (the default) goes back to the process's choices (see
+ * "Algorithm choice"). Drops the cached plans. For benchmarks
+ * (bench/gemm.sh): the numbers, not the contract, depend on the rank. */
+void gemm_set_rank(struct gemm_ctx *g, int rank);
+
+/* The process's choices as text (malloc'd; free it): a header line naming
+ * the format, the cuBLASLt version and the GPU, then one line per key. */
+char *gemm_export(void);
+/* Adopt the choices in text (from gemm_export), replacing the process's
+ * for the same keys; contexts rebuild their plans. Returns the number of
+ * choices taken, 0 when the text was made on another GPU model or cuBLASLt
+ * version (nothing applies), -1 when it is not such a text (nothing
+ * taken). A choice that this build cannot run is made again when used. */
+int gemm_import(const char *text);
+/* Forget the process's choices (tests). */
+void gemm_forget(void);
 
 /* General row-major product, `batch` >= 1 independent products:
  *   C_b[M,N] = alpha * op(A_b) op(B_b) + beta * C_b,   b = 0..batch-1,

@@ -61,6 +61,13 @@ struct engine_ops {
 	int (*allreduce)(struct engine *en, double *v, int n, struct gpt_err *e);
 	/* peak memory the engine allocated, in bytes (0 if unknown) */
 	uint64_t (*peak_bytes)(struct engine *en);
+	/* the engine's choices that decide its bits beyond the weights and the
+	 * state (the CUDA engine: the process's GEMM algorithms, gemm_export),
+	 * as text to store beside the state (malloc'd; NULL: none), and their
+	 * adoption from such a text (a warning, not an error, when they were
+	 * made on another GPU or library and cannot apply). NULL ops: none */
+	char *(*tuning_get)(struct engine *en);
+	int (*tuning_set)(struct engine *en, const char *text, struct gpt_err *e);
 	void (*free)(struct engine *en);
 };
 

@@ -1074,6 +1074,26 @@ static void cuda_free(struct engine *en)
 	free(c);
 }
 
+/* The GEMM choices are the process's (gemm.cuh): every engine shares them. */
+static char *cuda_tuning_get(struct engine *en)
+{
+	(void)en;
+	return gemm_export();
+}
+
+static int cuda_tuning_set(struct engine *en, const char *text, struct gpt_err *e)
+{
+	(void)en;
+	int n = gemm_import(text);
+	if (n < 0)
+		return gpt_errf(e, "the stored GEMM algorithm choices are not a gemm_export text");
+	if (n == 0 && strchr(text, '\n') && strchr(text, '\n')[1])
+		warnx("warning: the stored GEMM algorithm choices were made on another GPU or "
+		      "cuBLASLt; choosing again (results may differ in the last bits from the run "
+		      "that stored them)");
+	return 0;
+}
+
 static const struct engine_ops cuda_ops = {
 	.name = "cuda",
 	.micro = cuda_micro,
@@ -1090,6 +1110,8 @@ static const struct engine_ops cuda_ops = {
 	.set_steps = cuda_set_steps,
 	.allreduce = cuda_allreduce,
 	.peak_bytes = cuda_peak,
+	.tuning_get = cuda_tuning_get,
+	.tuning_set = cuda_tuning_set,
 	.free = cuda_free,
 };
 

@@ -38,6 +38,7 @@ int ckpt_write(const char *path, struct engine *en, int64_t step, int pending_ev
 	struct st_entry *ent = xcalloc((size_t)n, sizeof *ent);
 	int64_t *shapes = xcalloc((size_t)n * 2, sizeof *shapes);
 	float **bufs = xcalloc((size_t)ns, sizeof *bufs);
+	char *tuning = NULL;
 	int rc = -1;
 	for (int i = 0; i < ns; i++) {
 		bufs[i] = xmalloc_aligned(64, sizeof(float) * en->ops->state_numel(en, i));
@@ -74,14 +75,18 @@ int ckpt_write(const char *path, struct engine *en, int64_t step, int pending_ev
 	snprintf(extra[4][0], 40, "loader_pos"), snprintf(extra[4][1], 40, "%" PRIu64, pos);
 	snprintf(extra[5][0], 40, "batch_tokens"), snprintf(extra[5][1], 40, "%" PRId64, batch_tokens);
 	snprintf(extra[6][0], 40, "seq_len"), snprintf(extra[6][1], 40, "%d", seq_len);
-	const char *meta[2 * (GPT_META_MAX + 8)];
+	const char *meta[2 * (GPT_META_MAX + 9)];
 	int nm = 0;
 	for (int i = 0; i < m.n; i++)
 		meta[nm++] = m.key[i], meta[nm++] = m.val[i];
 	for (int i = 0; i < 8; i++)
 		meta[nm++] = extra[i][0], meta[nm++] = extra[i][1];
+	tuning = en->ops->tuning_get ? en->ops->tuning_get(en) : NULL;
+	if (tuning)
+		meta[nm++] = "engine_tuning", meta[nm++] = tuning;
 	rc = st_write(path, 0, ent, n, meta, nm / 2, e);
 out:
+	free(tuning);
 	for (int i = 0; i < ns; i++)
 		free(bufs[i]);
 	free(bufs);
@@ -166,6 +171,12 @@ static int ckpt_restore_optim(const char *path, const struct st_file *f, struct 
 		free(buf);
 		if (rc)
 			return -1;
+	}
+	const char *tuning = st_meta(f, "engine_tuning");
+	if (tuning && en->ops->tuning_set && en->ops->tuning_set(en, tuning, e)) {
+		char msg[sizeof e->msg];
+		snprintf(msg, sizeof msg, "%s", e->msg);
+		return gpt_errf(e, "%s: %s", path, msg);
 	}
 	return en->ops->set_steps(en, adam_steps, e);
 }

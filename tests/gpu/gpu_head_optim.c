@@ -16,6 +16,8 @@
  * Measured numbers go to stderr, one "gpu: ..." line per check, so a run's
  * log says how close each kernel is, not just that it passed.
  * GPT_GPU_TEST_QUICK=1 leaves out the largest sizes (debugging only).
+ * GPT_BENCH=1: the "bench" case times the record step's products
+ * (bench/gemm.sh); without it that case does nothing.
  */
 #pragma GCC optimize("O3")
 #include <math.h>
@@ -525,6 +527,95 @@ START_TEST(gemm_model_forms)
 	fprintf(stderr, "gpu: gemm paths: %lld cuBLASLt, %lld cublasGemmEx fallback, %lld plans\n",
 	        st.lt_calls, st.fallback_calls, st.plans);
 	gemm_destroy(g);
+}
+END_TEST
+
+
+/* The process's algorithm choices (gemm.cuh "Algorithm choice"): the
+ * first product of a key times candidates (a beta = 1 product into a
+ * scratch buffer, so its C sees the real product once); export, forget
+ * and import give back the same choices and the same bits; texts of
+ * another format or GPU/cuBLASLt change nothing. */
+START_TEST(gemm_choices)
+{
+	need_gpu();
+	const int T = 4096, N = 768, K = 768;
+	uint16_t *hx = rand_bf16((size_t)T * K, 1.0, 71), *hw = rand_bf16((size_t)N * K, 0.05, 72);
+	uint16_t *hdy = rand_bf16((size_t)T * N, 1.0, 73);
+	float *g0 = xmalloc(sizeof(float) * N * K);
+	for (int i = 0; i < N * K; i++)
+		g0[i] = (float)((i % 7) - 3) * 0.25f;
+	uint16_t *x = dalloc(2 * (size_t)T * K), *w = dalloc(2 * (size_t)N * K);
+	uint16_t *dy = dalloc(2 * (size_t)T * N), *y = dalloc(2 * (size_t)T * N);
+	float *dw = dalloc(sizeof(float) * N * K);
+	h2d(x, hx, 2 * (size_t)T * K), h2d(w, hw, 2 * (size_t)N * K), h2d(dy, hdy, 2 * (size_t)T * N);
+	uint16_t *y1 = xmalloc(2 * (size_t)T * N), *y2 = xmalloc(2 * (size_t)T * N);
+	float *d1 = xmalloc(sizeof(float) * N * K), *d2 = xmalloc(sizeof(float) * N * K);
+	float *d3 = xmalloc(sizeof(float) * N * K);
+
+	gemm_forget();
+	struct gemm_ctx *g = gemm_create(0);
+	poison(y, 2 * (size_t)T * N);
+	gemm_fwd(g, y, x, w, T, N, K);
+	h2d(dw, g0, sizeof(float) * N * K);
+	gemm_bwd_dw(g, dw, dy, x, T, N, K, 1.0f); /* chosen here: timed into scratch */
+	sync_dev();
+	d2h(y1, y, 2 * (size_t)T * N), d2h(d1, dw, sizeof(float) * N * K);
+	h2d(dw, g0, sizeof(float) * N * K);
+	gemm_bwd_dw(g, dw, dy, x, T, N, K, 1.0f); /* the same choice, no timing */
+	sync_dev();
+	d2h(d2, dw, sizeof(float) * N * K);
+	ck_assert_msg(!memcmp(d1, d2, sizeof(float) * N * K),
+	              "the beta = 1 product that made its choice differs from the next one");
+	ck_assert(nonfinite_bf16(y1, (size_t)T * N) == 0);
+	struct gemm_stats st = gemm_stats(g);
+	char *e1 = gemm_export();
+	ck_assert_msg(!strncmp(e1, "gemm-algos 1 cublasLt=", 22), "export header: %.80s", e1);
+	int lines = 0;
+	for (const char *c = e1; *c; c++)
+		lines += *c == '\n';
+	ck_assert_msg(lines == 3, "export has %d lines (header + 2 keys):\n%s", lines, e1);
+	gemm_destroy(g);
+
+	/* forget, import: the same choices, the same bits, no timing */
+	gemm_forget();
+	ck_assert_int_eq(gemm_import(e1), 2);
+	g = gemm_create(0);
+	poison(y, 2 * (size_t)T * N);
+	gemm_fwd(g, y, x, w, T, N, K);
+	h2d(dw, g0, sizeof(float) * N * K);
+	gemm_bwd_dw(g, dw, dy, x, T, N, K, 1.0f);
+	sync_dev();
+	d2h(y2, y, 2 * (size_t)T * N), d2h(d3, dw, sizeof(float) * N * K);
+	ck_assert_msg(!memcmp(y1, y2, 2 * (size_t)T * N), "forward bits differ after import");
+	ck_assert_msg(!memcmp(d1, d3, sizeof(float) * N * K), "dW bits differ after import");
+	ck_assert_msg(gemm_stats(g).tuned == 0, "imported choices were timed again");
+	char *e2 = gemm_export();
+	ck_assert_msg(!strcmp(e1, e2), "export after import differs:\n%s\n--\n%s", e1, e2);
+
+	/* not such a text: -1, nothing taken; another cuBLASLt: 0 */
+	ck_assert_int_eq(gemm_import("hello\n"), -1);
+	char *bad = strdup(e1);
+	char *nl = strchr(bad, '\n');
+	ck_assert(nl && nl[1]);
+	nl[1] = 'x'; /* a malformed key line */
+	ck_assert_int_eq(gemm_import(bad), -1);
+	free(bad);
+	char *other = xmalloc(strlen(e1) + 2);
+	const char *v = strstr(e1, "cublasLt=") + 9;
+	snprintf(other, strlen(e1) + 2, "%.*s9%s", (int)(v - e1), e1, v);
+	ck_assert_int_eq(gemm_import(other), 0);
+	free(other);
+	char *e3 = gemm_export();
+	ck_assert_msg(!strcmp(e1, e3), "a refused import changed the choices");
+	fprintf(stderr, "gpu: gemm choices: %lld timed in the first process; export/import round "
+	                "trip bit-exact\n",
+	        st.tuned);
+	free(e1), free(e2), free(e3);
+	gemm_destroy(g);
+	CUDA_CHECK(cudaFree(x)); CUDA_CHECK(cudaFree(w)); CUDA_CHECK(cudaFree(dy));
+	CUDA_CHECK(cudaFree(y)); CUDA_CHECK(cudaFree(dw));
+	free(hx), free(hw), free(hdy), free(g0), free(y1), free(y2), free(d1), free(d2), free(d3);
 }
 END_TEST
 
@@ -1798,6 +1889,153 @@ START_TEST(muon_record_groups)
 }
 END_TEST
 
+
+/* ------------------------------------------------------------------------
+ * GPT_BENCH=1 (bench/gemm.sh): the record step's products, T = 65,536
+ * tokens a micro-batch, the head in chunks of HEAD_LOSS_CHUNK_DEFAULT rows,
+ * each timed with the heuristic's first GPT_BENCH_RANKS (default 8)
+ * algorithms (gemm_set_rank). "fused qkv" is the q, k and v products as
+ * one (not what the engine runs; per step "-"). Each time: 10 products back
+ * to back between two events (the clocks of a sustained load), median of 5.
+ */
+struct bench_prod {
+	const char *name;
+	int form; /* 0 gemm_fwd, 1 gemm_bwd_dx, 2 gemm_bwd_dw: (T, N, K) as they take them */
+	int T, N, K;
+	int per_micro; /* products of this shape in one record micro-batch */
+};
+
+static int cmp_float(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return (x > y) - (x < y);
+}
+
+static double bench_time(struct gemm_ctx *g, const struct bench_prod *b, uint16_t *A,
+                         uint16_t *B, void *C)
+{
+	cudaEvent_t e0, e1;
+	CUDA_CHECK(cudaEventCreate(&e0));
+	CUDA_CHECK(cudaEventCreate(&e1));
+	float ms[5];
+	for (int r = -1; r < 5; r++) {
+		CUDA_CHECK(cudaEventRecord(e0, 0));
+		for (int i = 0; i < 10; i++) {
+			if (b->form == 0)
+				gemm_fwd(g, C, A, B, b->T, b->N, b->K);
+			else if (b->form == 1)
+				gemm_bwd_dx(g, C, A, B, b->T, b->N, b->K, 0.0f);
+			else
+				gemm_bwd_dw(g, C, A, B, b->T, b->N, b->K, 1.0f);
+		}
+		CUDA_CHECK(cudaEventRecord(e1, 0));
+		CUDA_CHECK(cudaEventSynchronize(e1));
+		if (r >= 0) {
+			CUDA_CHECK(cudaEventElapsedTime(&ms[r], e0, e1));
+			ms[r] /= 10.0f;
+		}
+	}
+	CUDA_CHECK(cudaEventDestroy(e0));
+	CUDA_CHECK(cudaEventDestroy(e1));
+	qsort(ms, 5, sizeof(float), cmp_float);
+	return ms[2];
+}
+
+START_TEST(gemm_bench)
+{
+	if (!getenv("GPT_BENCH"))
+		return;
+	if (!engine_cuda_available()) {
+		printf("gemm bench: no CUDA device; skipped\n");
+		return;
+	}
+	const char *rs = getenv("GPT_BENCH_RANKS");
+	int ranks = rs ? atoi(rs) : 8;
+	ck_assert_msg(ranks >= 1 && ranks <= 16, "GPT_BENCH_RANKS=%d: 1..16", ranks);
+	const int T = 65536, D = 768, F = 3072, V = 50304, HC = HEAD_LOSS_CHUNK_DEFAULT;
+	const struct bench_prod prods[] = {
+		{"q/k/v/o", 0, T, D, D, 44},   {"fused qkv", 0, T, 3 * D, D, 0},
+		{"mlp fc", 0, T, F, D, 12},    {"mlp proj", 0, T, D, F, 12},
+		{"head", 0, HC, V, D, T / HC},
+		{"q/k/v/o", 1, T, D, D, 44},   {"fused qkv", 1, T, 3 * D, D, 0},
+		{"mlp fc", 1, T, F, D, 12},    {"mlp proj", 1, T, D, F, 12},
+		{"head", 1, HC, V, D, T / HC},
+		{"q/k/v/o", 2, T, D, D, 44},   {"fused qkv", 2, T, 3 * D, D, 0},
+		{"mlp fc", 2, T, F, D, 12},    {"mlp proj", 2, T, D, F, 12},
+		{"head", 2, HC, V, D, T / HC},
+	};
+	const int np = (int)(sizeof prods / sizeof *prods);
+	static const char *const form_name[] = {"fwd", "dx", "dW"};
+	/* operands: A the [T,*] input, B the weight or second [T,*] input */
+	size_t na = 0, nb = 0, nc = 0;
+	for (int i = 0; i < np; i++) {
+		const struct bench_prod *b = &prods[i];
+		size_t t = (size_t)b->T, n = (size_t)b->N, k = (size_t)b->K;
+		size_t a = b->form == 1 ? t * n : b->form == 0 ? t * k : t * n;
+		size_t w = b->form == 2 ? t * k : n * k;
+		size_t c = b->form == 2 ? 4 * n * k : 2 * t * (b->form == 0 ? n : k);
+		na = a > na ? a : na, nb = w > nb ? w : nb, nc = c > nc ? c : nc;
+	}
+	uint16_t *ha = rand_bf16(na, 1.0, 91), *hb = rand_bf16(nb, 0.03, 92);
+	uint16_t *A = dalloc(2 * na), *B = dalloc(2 * nb);
+	void *C = dalloc(nc);
+	h2d(A, ha, 2 * na), h2d(B, hb, 2 * nb);
+	CUDA_CHECK(cudaMemset(C, 0, nc));
+	free(ha), free(hb);
+	struct gemm_ctx *g = gemm_create(0);
+	printf("gemm bench: the record step's products (8 x %d tokens, head chunks of %d rows), "
+	       "heuristic ranks 0..%d and the tuned choice (gemm.cuh), 10 back to back, median of "
+	       "5\n",
+	       T, HC, ranks - 1);
+	printf("| product | form | M x N x K | per step | rank 0 ms | TFLOP/s | ms/step | best rank "
+	       "| best ms | TFLOP/s | ms/step | offered | tuned ms | TFLOP/s | ms/step |\n");
+	printf("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+	       "| ---: | ---: |\n");
+	double tot0 = 0, totb = 0, tott = 0;
+	for (int i = 0; i < np; i++) {
+		const struct bench_prod *b = &prods[i];
+		double fl = 2.0 * b->T * (double)b->N * b->K, t0 = 0, tb = 0;
+		int best = 0, offered = 0;
+		for (int r = 0; r < ranks; r++) {
+			gemm_set_rank(g, r);
+			double t = bench_time(g, b, A, B, C);
+			struct gemm_stats st = gemm_stats(g);
+			if (r == 0)
+				t0 = tb = t;
+			offered = st.last_offered;
+			if (r >= st.last_offered)
+				break; /* fewer algorithms than r + 1: that was the first again */
+			if (t < tb)
+				tb = t, best = r;
+		}
+		gemm_set_rank(g, -1); /* the process's choice (timed at its first use) */
+		double tt = bench_time(g, b, A, B, C);
+		int per = 8 * b->per_micro;
+		/* the product as cuBLAS's M x N x K: rows of C, columns, the sum */
+		long long m = b->form == 2 ? b->N : b->T, n = b->form == 2 ? b->K : b->form == 0 ? b->N : b->K;
+		long long k = b->form == 2 ? b->T : b->form == 0 ? b->K : b->N;
+		char ps[32], s0[32], sb[32], st[32];
+		snprintf(ps, sizeof ps, per ? "%d" : "-", per);
+		snprintf(s0, sizeof s0, per ? "%.1f" : "-", t0 * per);
+		snprintf(sb, sizeof sb, per ? "%.1f" : "-", tb * per);
+		snprintf(st, sizeof st, per ? "%.1f" : "-", tt * per);
+		printf("| %s | %s | %lld x %lld x %lld | %s | %.3f | %.0f | %s | %d | %.3f | %.0f | %s | "
+		       "%d | %.3f | %.0f | %s |\n",
+		       b->name, form_name[b->form], m, n, k, ps, t0, fl / t0 * 1e-9, s0, best, tb,
+		       fl / tb * 1e-9, sb, offered, tt, fl / tt * 1e-9, st);
+		fflush(stdout);
+		tot0 += t0 * per, totb += tb * per, tott += tt * per;
+	}
+	printf("record step's products: %.1f ms at rank 0, %.1f ms with the best rank of each, %.1f ms "
+	       "tuned\n",
+	       tot0, totb, tott);
+	gemm_destroy(g);
+	CUDA_CHECK(cudaFree(A));
+	CUDA_CHECK(cudaFree(B));
+	CUDA_CHECK(cudaFree(C));
+}
+END_TEST
+
 /* ------------------------------------------------------------------------ */
 static Suite *head_optim_suite(void)
 {
@@ -1805,8 +2043,13 @@ static Suite *head_optim_suite(void)
 	TCase *gm = tcase_create("gemm");
 	tcase_add_test(gm, gemm_model_forms);
 	tcase_add_test(gm, gemm_general_batched);
+	tcase_add_test(gm, gemm_choices);
 	tcase_set_timeout(gm, 300);
 	suite_add_tcase(s, gm);
+	TCase *bn = tcase_create("bench"); /* GPT_BENCH=1 only */
+	tcase_add_test(bn, gemm_bench);
+	tcase_set_timeout(bn, 600);
+	suite_add_tcase(s, bn);
 	TCase *cs = tcase_create("cast");
 	tcase_add_test(cs, casts);
 	tcase_set_timeout(cs, 60);
