@@ -132,6 +132,15 @@ void emu_wg_commit(void);
 void emu_wg_wait(int n);
 inline void att_flag_store(int *p, int v) { *p = v; }
 
+/* mbarriers and TMA tensor loads (attention_impl.cuh): the barrier state
+ * lives in a side table keyed by the shared address (emu.cpp), with a
+ * marker in the 8 shared bytes so that an overwrite is caught. */
+#define __grid_constant__
+void att_mbar_init(uint32_t bar, int count);
+void att_mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes);
+void att_mbar_wait(uint32_t bar, int parity);
+void att_tma_load_3d(uint32_t dst, const void *tmap, int c0, int c1, int c2, uint32_t bar);
+
 /* Runs fn as every thread of every block, blocks one after another. A
  * kernel launched with more than 48 KB of dynamic shared memory must have
  * had cudaFuncSetAttribute raise its limit (as on the device). */

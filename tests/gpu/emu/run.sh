@@ -21,7 +21,7 @@ mkdir -p "$o"
 CXX=${CXX:-g++}
 CC=${CC:-cc}
 flags="-O2 -g -DATT_EMULATE -Itests/gpu/emu -Ilib -Ikernels"
-flags="$flags -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas"
+flags="$flags -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -Wno-psabi"
 for f in attention_mask attention_fwd attention_fwd_wg attention_bwd attention_bwd_wg attention_bwd_fused attention_simple device; do
 	$CXX -std=c++17 $flags -x c++ -c kernels/$f.cu -o "$o/$f.o"
 done
