@@ -15,7 +15,11 @@
  * until all its threads wait at __syncthreads (warp order reversed every
  * round), the most unfair order: with EMU_CP=now a warp that runs ahead
  * overwrites shared memory the others have yet to read, which exposes a
- * missing __syncthreads.
+ * missing __syncthreads. EMU_SCHED=wg does the same with warpgroups (128
+ * threads) as the unit: the warps of a warpgroup, tied to each other by
+ * every wgmma, advance together, and one warpgroup runs ahead of the
+ * other until a __syncthreads or a wait stops it (with EMU_CP=now, a
+ * stage refilled by TMA while the other warpgroup still reads it).
  */
 #include "emu.h"
 
@@ -100,7 +104,7 @@ static uint64_t progress;
 static const std::function<void()> *body;
 static bar block_bar, warp_bar[32], wgrp_bar[8];
 static size_t smem_limit;
-static int cp_defer = 1, sched_warp = 0;
+static int cp_defer = 1, sched_warp = 0; /* sched_warp: 0, or the threads of a unit (32, 128) */
 
 struct warp_x {
 	uint32_t addr[32], a[32][4], b[32][2];
@@ -221,7 +225,7 @@ static void run_block(void)
 		b = bar();
 	for (auto &b : wgrp_bar)
 		b = bar();
-	const int nw = (nthr + 31) / 32;
+	const int nw = sched_warp ? (nthr + sched_warp - 1) / sched_warp : 0;
 	for (int round = 0; live > 0; round++) {
 		uint64_t p0 = progress;
 		if (!sched_warp) {
@@ -230,10 +234,10 @@ static void run_block(void)
 		} else {
 			for (int k = 0; k < nw; k++) {
 				const int w = round & 1 ? nw - 1 - k : k;
-				for (;;) { /* this warp until it waits at __syncthreads or ends */
+				for (;;) { /* this unit until it waits at __syncthreads or ends */
 					uint64_t p1 = progress;
 					bool any = false;
-					for (int i = w * 32; i < nthr && i < w * 32 + 32; i++)
+					for (int i = w * sched_warp; i < nthr && i < (w + 1) * sched_warp; i++)
 						if (!th[i].done && !th[i].at_sync)
 							resume(i), any = true;
 					if (!any || progress == p1)
@@ -274,7 +278,7 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, const void *kernel, std::fun
 		const char *m = getenv("EMU_CP");
 		cp_defer = !(m && !strcmp(m, "now"));
 		m = getenv("EMU_SCHED");
-		sched_warp = m && !strcmp(m, "warp");
+		sched_warp = !m ? 0 : !strcmp(m, "warp") ? 32 : !strcmp(m, "wg") ? 128 : 0;
 	}
 	nthr = (int)block.x;
 	blockDim = block, gridDim = grid, smem_limit = smem;
