@@ -13,7 +13,7 @@
  * EMU_SCHED=rr (default) resumes the threads round-robin, so the warps of
  * a block advance nearly in step; EMU_SCHED=warp runs one warp at a time
  * until all its threads wait at __syncthreads (warp order reversed every
- * round), the most unfair order: with EMU_CP=now a warp that runs ahead
+ * round, and between one block and the next), the most unfair order: with EMU_CP=now a warp that runs ahead
  * overwrites shared memory the others have yet to read, which exposes a
  * missing __syncthreads. EMU_SCHED=wg does the same with warpgroups (128
  * threads) as the unit: the warps of a warpgroup, tied to each other by
@@ -226,6 +226,8 @@ static void run_block(void)
 	for (auto &b : wgrp_bar)
 		b = bar();
 	const int nw = sched_warp ? (nthr + sched_warp - 1) / sched_warp : 0;
+	static unsigned nblocks; /* the order of the first round alternates between blocks */
+	nblocks++;
 	for (int round = 0; live > 0; round++) {
 		uint64_t p0 = progress;
 		if (!sched_warp) {
@@ -233,7 +235,7 @@ static void run_block(void)
 				resume(i);
 		} else {
 			for (int k = 0; k < nw; k++) {
-				const int w = round & 1 ? nw - 1 - k : k;
+				const int w = (round + nblocks) & 1 ? nw - 1 - k : k;
 				for (;;) { /* this unit until it waits at __syncthreads or ends */
 					uint64_t p1 = progress;
 					bool any = false;
