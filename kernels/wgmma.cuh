@@ -35,7 +35,9 @@
  * compiler neither reads the results early nor reuses the registers while
  * the tensor cores still read them. Shared memory written by ordinary
  * stores or cp.async needs att_fence_async_smem() in the writing threads
- * before the barrier that precedes the wgmma.
+ * before the barrier that precedes the wgmma; a tile a TMA load wrote
+ * (wg_tma_tile: the async proxy, like wgmma) needs only the wait for its
+ * mbarrier phase in each reading thread.
  */
 #ifndef GPT_WGMMA_CUH
 #define GPT_WGMMA_CUH
