@@ -9,9 +9,16 @@
  * One CTA of two warpgroups (8 warps) per (query block qb, head h),
  * heaviest blocks first; warpgroup w owns query rows 64 w..64 w + 63, its
  * warp 4 w + i rows 16 i.. of those (so every warp owns the same 16 rows as
- * in attention_fwd.cu). Shared memory: Q and two stages of K and V, panel
- * tiles (wgmma.cuh), 1024-byte aligned, loaded by cp.async. For each
- * visited key block:
+ * in attention_fwd.cu). Shared memory: Q and three stages of K and V,
+ * panel tiles (wgmma.cuh), 1024-byte aligned, then four mbarriers (one per
+ * stage, one for Q). Thread 0 loads the tiles with TMA (cp.async.bulk.tensor,
+ * two 64-column boxes with the 128-byte swizzle per tile; tensor maps of
+ * q, k, v built by the launcher, kernel parameters), each stage's K and V
+ * completing on the stage's mbarrier; key block i goes to stage i % 3 and
+ * its consumers wait for the barrier's phase i / 3 (parity (i / 3) & 1).
+ * Thread 0 refills a stage only after the __syncthreads that follows
+ * every warp's wait for the products that read it. For each visited key
+ * block:
  *   S = Q K^T: 8 wgmma m64n128k16, A = Q and B = K from shared memory
  *     (K-major), all 128 keys at once (64 fp32 registers);
  *   the mask, online softmax and P = bf16(...) as in attention_fwd.cu;
@@ -20,22 +27,45 @@
  * The two warpgroups run independently between the per-block barriers, so
  * one's softmax overlaps the other's products.
  */
+#include <cudaTypedefs.h>
+
 #include "attention_impl.cuh"
 #include "cuda_check.h"
+
+extern "C" {
+#include "util.h"
+}
 
 #if (defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)) || defined(ATT_EMULATE)
 #define ATT_HAS_WGMMA 1
 #include "wgmma.cuh"
 #endif
 
-#define ATT_WG_FWD_SMEM (7 * ATT_SWTILEB + 1024)
+/* tiles: Q at 0, K of stage s at 1 + 2 s, V of stage s at 2 + 2 s; then the
+ * mbarriers: stage s at 8 s, Q at 24 */
+#define ATT_WG_FWD_BARS (7 * ATT_SWTILEB)
+#define ATT_WG_FWD_SMEM (ATT_WG_FWD_BARS + 32 + 1024)
 
+#ifdef ATT_HAS_WGMMA
+/* Thread 0: announce and start the TMA loads of key block kb's K and V
+ * tiles (head h) into stage st. */
+__device__ __forceinline__ void wg_fwd_load_kv(uint32_t sQ, int st, const CUtensorMap *tk,
+                                               const CUtensorMap *tv, int h, int kb)
+{
+	const uint32_t bar = sQ + ATT_WG_FWD_BARS + 8 * st, sK = sQ + (1 + 2 * st) * ATT_SWTILEB;
+	att_mbar_arrive_expect_tx(bar, 2 * ATT_SWTILEB);
+	wg_tma_tile(sK, tk, h, kb * ATTN_BLOCK, bar);
+	wg_tma_tile(sK + ATT_SWTILEB, tv, h, kb * ATTN_BLOCK, bar);
+}
+#endif
+
+/* tq, tk, tv: tensor maps of q, k, v (att_tmap_qkv) */
 __global__ void __launch_bounds__(ATT_THREADS, 1)
-attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__restrict__ q,
-                   const bf16 *__restrict__ k, const bf16 *__restrict__ v,
-                   const int32_t *__restrict__ docs, const int32_t *__restrict__ dlo,
-                   const int32_t *__restrict__ dhi, const int32_t *__restrict__ kb_first, int T,
-                   int H, int nb)
+attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse,
+                   const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                   const __grid_constant__ CUtensorMap tv, const int32_t *__restrict__ docs,
+                   const int32_t *__restrict__ dlo, const int32_t *__restrict__ dhi,
+                   const int32_t *__restrict__ kb_first, int T, int H, int nb)
 {
 #ifdef ATT_HAS_WGMMA
 	ATT_DYN_SMEM(smem_raw);
@@ -44,22 +74,25 @@ attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
 	const int wg = warp >> 2;
 	const size_t rs = (size_t)H * ATTN_HEAD_DIM, hoff = (size_t)h * ATTN_HEAD_DIM;
-	const size_t blk = (size_t)ATTN_BLOCK * rs;
-	/* tiles: Q at 0, K of stage s at 1 + 2 s, V of stage s at 2 + 2 s
-	 * (three stages: block i in stage i % 3) */
-	const uint32_t sQ = att_smem(smem);
+	const uint32_t sQ = att_smem(smem), sB = sQ + ATT_WG_FWD_BARS;
 	const int kb0 = kb_first[qb], n = qb - kb0 + 1;
-	const bf16 *kh = k + hoff, *vh = v + hoff;
 
-	wg_load_tile<ATT_THREADS>(sQ, q + (size_t)qb * blk + hoff, rs, tid);
-	wg_load_tile<ATT_THREADS>(sQ + 1 * ATT_SWTILEB, kh + (size_t)kb0 * blk, rs, tid);
-	wg_load_tile<ATT_THREADS>(sQ + 2 * ATT_SWTILEB, vh + (size_t)kb0 * blk, rs, tid);
-	att_cp_commit();
-	if (n > 1) {
-		wg_load_tile<ATT_THREADS>(sQ + 3 * ATT_SWTILEB, kh + (size_t)(kb0 + 1) * blk, rs, tid);
-		wg_load_tile<ATT_THREADS>(sQ + 4 * ATT_SWTILEB, vh + (size_t)(kb0 + 1) * blk, rs, tid);
+	/* The TMA writes shared memory through the async proxy, which the
+	 * wgmma reads through too, and a completed mbarrier phase makes the
+	 * copies visible to the threads that waited for it: unlike after
+	 * cp.async, no att_fence_async_smem() and no __syncthreads is needed
+	 * between a load and the products that read it. The __syncthreads
+	 * after the barriers' init makes them visible to every thread. */
+	if (tid == 0) {
+		for (int b = 0; b < 4; b++)
+			att_mbar_init(sB + 8 * b, 1);
+		att_mbar_arrive_expect_tx(sB + 24, ATT_SWTILEB);
+		wg_tma_tile(sQ, &tq, h, qb * ATTN_BLOCK, sB + 24);
+		wg_fwd_load_kv(sQ, 0, &tk, &tv, h, kb0);
+		if (n > 1)
+			wg_fwd_load_kv(sQ, 1, &tk, &tv, h, kb0 + 1);
 	}
-	att_cp_commit(); /* possibly empty: the wait below then still covers block 0 */
+	__syncthreads();
 
 	const int row0 = qb * ATTN_BLOCK + warp * 16 + g, row1 = row0 + 8;
 	const int dq0 = docs[row0], dq1 = docs[row1];
@@ -73,16 +106,15 @@ attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__
 	float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
 
 	/* iteration i: S of block i was issued before (block 0: here); its
-	 * softmax; O += P V
-	 * issued; then (after the barrier that makes block i+1 visible and
-	 * frees block i-1's stage) the load of block i+2 and S of block i+1,
-	 * so the tensor cores run P V and the next S back to back */
+	 * softmax; O += P V issued; then (after the __syncthreads that frees
+	 * block i-1's stage) the load of block i+2, the wait for block i+1
+	 * and S of block i+1, so the tensor cores run P V and the next S back
+	 * to back */
 	for (int i = 0; i < n; i++) {
 		const int kb = kb0 + i, st = i % 3;
 		if (i == 0) {
-			att_cp_wait<1>();
-			att_fence_async_smem();
-			__syncthreads();
+			att_mbar_wait(sB + 24, 0); /* Q */
+			att_mbar_wait(sB, 0);      /* block 0: stage 0, phase 0 */
 			wg_fence();
 #pragma unroll
 			for (int kk = 0; kk < 8; kk++)
@@ -112,18 +144,16 @@ attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__
 			wg_mma_rs<1>(o, pa[kk], wg_desc_mn(sV, kk), 1);
 		wg_commit();
 		if (i + 1 < n) {
-			att_cp_wait<0>(); /* block i+1 */
-			att_fence_async_smem();
-			__syncthreads(); /* every warp waited for O of block i-1: its stage is free */
 			if (i + 2 < n) {
-				const int s2 = (i + 2) % 3;
-				wg_load_tile<ATT_THREADS>(sQ + (1 + 2 * s2) * ATT_SWTILEB,
-				                          kh + (size_t)(kb + 2) * blk, rs, tid);
-				wg_load_tile<ATT_THREADS>(sQ + (2 + 2 * s2) * ATT_SWTILEB,
-				                          vh + (size_t)(kb + 2) * blk, rs, tid);
-				att_cp_commit();
+				/* every warp waited for O of block i-1 (wg_wait above):
+				 * its stage, (i + 2) % 3, is free */
+				__syncthreads();
+				if (tid == 0)
+					wg_fwd_load_kv(sQ, (i + 2) % 3, &tk, &tv, h, kb + 2);
 			}
-			const uint32_t sK1 = sQ + (1 + 2 * ((i + 1) % 3)) * ATT_SWTILEB;
+			const int s1 = (i + 1) % 3;
+			const uint32_t sK1 = sQ + (1 + 2 * s1) * ATT_SWTILEB;
+			att_mbar_wait(sB + 8 * s1, ((i + 1) / 3) & 1); /* block i+1 */
 			wg_fence();
 #pragma unroll
 			for (int kk = 0; kk < 8; kk++)
@@ -136,8 +166,9 @@ attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__
 #pragma unroll
 	for (int kk = 0; kk < 8; kk++)
 		wg_keep_a(pa[kk]);
-	att_cp_wait<0>(); /* n = 1: the empty group committed for block 1 */
-	__syncthreads(); /* every warp's products are done: the tiles are free */
+	/* every warp's products are done and every load was waited for: the
+	 * tiles are free for the stores' staging (the barriers stay apart) */
+	__syncthreads();
 
 	l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
 	l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
@@ -153,6 +184,46 @@ attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse, const bf16 *__
 #endif
 }
 
+/* The driver's cuTensorMapEncodeTiled, through the runtime (the project
+ * does not link libcuda); NULL if the driver lacks it. Looked up once. */
+static PFN_cuTensorMapEncodeTiled_v12000 att_tmap_encoder(void)
+{
+	static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+		void *p = NULL;
+		enum cudaDriverEntryPointQueryResult st;
+		if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000,
+		                                     cudaEnableDefault, &st) != cudaSuccess ||
+		    st != cudaDriverEntryPointSuccess)
+			p = NULL;
+		return (PFN_cuTensorMapEncodeTiled_v12000)p;
+	}();
+	return fn;
+}
+
+/* TMA tensor map of the bf16 [T][H][128] tensor at p: dimensions,
+ * innermost first, {128, H, T}, byte strides 256 (head) and H * 256
+ * (token); box {64, 1, 128}: one 64-column panel of a 128-row tile of one
+ * head, 128-byte swizzle (wgmma.cuh's panel layout); loads only, out of
+ * bounds never happens (T a multiple of 128). Built at every launch (a few
+ * microseconds of host work; nothing to keep in step with the pointers). */
+static int att_tmap_qkv(CUtensorMap *map, const void *p, int T, int H, struct gpt_err *e)
+{
+	const PFN_cuTensorMapEncodeTiled_v12000 encode = att_tmap_encoder();
+	if (!encode)
+		return gpt_errf(e, "attention forward: the driver has no cuTensorMapEncodeTiled");
+	const cuuint64_t dim[3] = {ATTN_HEAD_DIM, (cuuint64_t)H, (cuuint64_t)T};
+	const cuuint64_t stride[2] = {ATTN_HEAD_DIM * 2, (cuuint64_t)H * ATTN_HEAD_DIM * 2};
+	const cuuint32_t box[3] = {64, 1, ATTN_BLOCK}, estr[3] = {1, 1, 1};
+	const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, (void *)p, dim, stride,
+	                          box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+	                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+	                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+	if (r != CUDA_SUCCESS)
+		return gpt_errf(e, "attention forward: cuTensorMapEncodeTiled failed (CUresult %d)",
+		                (int)r);
+	return 0;
+}
+
 extern "C" int attn_forward_wg(void *y, float *lse, const void *q, const void *k, const void *v,
                                const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
                                struct gpt_err *e)
@@ -161,11 +232,15 @@ extern "C" int attn_forward_wg(void *y, float *lse, const void *q, const void *k
 	if (attn_check_args(m, heads, head_dim, ptrs, 5, "forward", e))
 		return -1;
 	const int nb = m->T / ATTN_BLOCK;
+	CUtensorMap tq, tk, tv;
+	if (att_tmap_qkv(&tq, q, m->T, heads, e) || att_tmap_qkv(&tk, k, m->T, heads, e) ||
+	    att_tmap_qkv(&tv, v, m->T, heads, e))
+		return -1;
 	CUDA_CHECK(cudaFuncSetAttribute(attn_fwd_wg_kernel,
 	                                cudaFuncAttributeMaxDynamicSharedMemorySize, ATT_WG_FWD_SMEM));
 	ATT_LAUNCH(attn_fwd_wg_kernel, dim3(nb, heads), ATT_THREADS, ATT_WG_FWD_SMEM, s,
-	           (bf16 *)y, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, m->docs,
-	           m->docs_low, m->docs_high, m->kb_first, m->T, heads, nb);
+	           (bf16 *)y, lse, tq, tk, tv, m->docs, m->docs_low, m->docs_high, m->kb_first, m->T,
+	           heads, nb);
 	CUDA_CHECK_LAST();
 	return 0;
 }

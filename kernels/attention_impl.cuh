@@ -2,12 +2,12 @@
  * attention_impl.cuh - internals shared by the attention kernels (the
  * public interface is attention.cuh).
  *
- * Contents: tile geometry; inline-PTX wrappers for cp.async, ldmatrix and
- * mma.sync m16n8k16 bf16; the 128 x 128 bf16 tile loader; fragment
- * addressing; the argument check every launcher runs; ATT_LAUNCH and
- * ATT_DYN_SMEM, which with ATT_EMULATE defined compile the same kernels for
- * the host emulation of tests/gpu/emu (there emu.h replaces the PTX
- * wrappers).
+ * Contents: tile geometry; inline-PTX wrappers for cp.async, ldmatrix,
+ * mma.sync m16n8k16 bf16, bulk copies, mbarriers and TMA tensor loads;
+ * the 128 x 128 bf16 tile loader; fragment addressing; the argument
+ * check every launcher runs; ATT_LAUNCH and ATT_DYN_SMEM, which with
+ * ATT_EMULATE defined compile the same kernels for the host emulation of
+ * tests/gpu/emu (there emu.h replaces the PTX wrappers).
  *
  * Shared-memory tiles hold 128 rows of 128 bf16 (256 bytes) padded to 272
  * bytes per row, so the 8 row addresses of one ldmatrix 8x8 matrix fall in
@@ -140,6 +140,64 @@ __device__ __forceinline__ void att_fence_async_smem(void)
 {
 	asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
+/* Shared-memory mbarriers (sm_90), 8 bytes, 8-byte aligned, for tensor
+ * copies (TMA). A barrier counts down its pending arrivals and a
+ * transaction count (bytes); its current phase completes when both reach
+ * zero, then the phase bit flips and the arrival count is reset.
+ * att_mbar_init sets the arrival count (one thread, before any use) and
+ * fences so that the async proxy (the TMA unit) sees the initialised
+ * barrier (fence.mbarrier_init, and fence.proxy.async as the CUDA
+ * programming guide's TMA example does); the other threads may use it
+ * after a __syncthreads. att_mbar_arrive_expect_tx raises the
+ * transaction count by bytes and arrives once. att_mbar_wait returns once
+ * the phase of the given parity has completed: on a barrier whose current
+ * phase has parity p, waiting for p blocks until it completes and waiting
+ * for !p returns at once (the phase before it); so the consumer of a
+ * barrier's j-th phase (j = 0, 1, ...) waits with parity j & 1, and must
+ * never fall two phases behind. The completion of a phase makes the
+ * copies it counted visible to the threads whose wait observes it. */
+__device__ __forceinline__ void att_mbar_init(uint32_t bar, int count)
+{
+	asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+	asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+	asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ void att_mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes)
+{
+	asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar),
+	             "r"(bytes)
+	             : "memory");
+}
+__device__ __forceinline__ void att_mbar_wait(uint32_t bar, int parity)
+{
+	uint32_t done;
+	do {
+		asm volatile("{\n.reg .pred p;\n"
+		             "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+		             "selp.u32 %0, 1, 0, p;\n}\n"
+		             : "=r"(done)
+		             : "r"(bar), "r"(parity)
+		             : "memory");
+	} while (!done);
+}
+
+/* Tensor copy global -> shared (TMA, cp.async.bulk.tensor): the box of
+ * the tensor map at tmap (a __grid_constant__ kernel parameter, by
+ * address) at coordinates (c0, c1, c2), innermost first, into shared
+ * memory at dst, completing on the mbarrier at bar with the box's bytes
+ * (which some arrive_expect_tx must announce). One thread issues it. With
+ * CU_TENSOR_MAP_SWIZZLE_128B, dst must be 1024-byte aligned: box row r
+ * (128 bytes) lands at dst + 128 r with its 16-byte chunk c at c ^ (r & 7),
+ * wgmma.cuh's panel layout. */
+__device__ __forceinline__ void att_tma_load_3d(uint32_t dst, const void *tmap, int c0, int c1,
+                                                int c2, uint32_t bar)
+{
+	asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+	             " [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
+	             "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+	             : "memory");
+}
+
 /* Orders this thread's generic-proxy accesses to global memory with the
  * async proxy's (bulk copies), both ways. */
 __device__ __forceinline__ void att_fence_async_global(void)

@@ -35,7 +35,9 @@
  * compiler neither reads the results early nor reuses the registers while
  * the tensor cores still read them. Shared memory written by ordinary
  * stores or cp.async needs att_fence_async_smem() in the writing threads
- * before the barrier that precedes the wgmma.
+ * before the barrier that precedes the wgmma; a tile a TMA load wrote
+ * (wg_tma_tile: the async proxy, like wgmma) needs only the wait for its
+ * mbarrier phase in each reading thread.
  */
 #ifndef GPT_WGMMA_CUH
 #define GPT_WGMMA_CUH
@@ -63,6 +65,19 @@ __device__ __forceinline__ void wg_load_tile(uint32_t s, const bf16 *g, size_t r
 		att_cp16(s + (uint32_t)((c16 >> 3) * WG_PANELB + r * 128 + ((c16 & 7) ^ (r & 7)) * 16),
 		         g + (size_t)r * rs + c16 * 8);
 	}
+}
+
+/* Start the TMA load of 128 rows x 128 bf16 into the panel tile at shared
+ * address s (1024-byte aligned), completing on the mbarrier at bar (32 KB
+ * of transactions, for the caller's arrive_expect_tx): two boxes of a
+ * tensor map with box {64, 1, 128} and the 128-byte swizzle over a tensor
+ * whose coordinates are (column, c1, row): panel p = columns 64 p.. from
+ * coordinate (64 p, c1, row0). One thread issues it. */
+__device__ __forceinline__ void wg_tma_tile(uint32_t s, const void *tmap, int c1, int row0,
+                                            uint32_t bar)
+{
+	att_tma_load_3d(s, tmap, 0, c1, row0, bar);
+	att_tma_load_3d(s + WG_PANELB, tmap, 64, c1, row0, bar);
 }
 
 __device__ __forceinline__ uint64_t wg_desc(uint32_t saddr, uint32_t lbo, uint32_t sbo)

@@ -13,11 +13,17 @@
  * EMU_SCHED=rr (default) resumes the threads round-robin, so the warps of
  * a block advance nearly in step; EMU_SCHED=warp runs one warp at a time
  * until all its threads wait at __syncthreads (warp order reversed every
- * round), the most unfair order: with EMU_CP=now a warp that runs ahead
+ * round, and between one block and the next), the most unfair order: with EMU_CP=now a warp that runs ahead
  * overwrites shared memory the others have yet to read, which exposes a
- * missing __syncthreads.
+ * missing __syncthreads. EMU_SCHED=wg does the same with warpgroups (128
+ * threads) as the unit: the warps of a warpgroup, tied to each other by
+ * every wgmma, advance together, and one warpgroup runs ahead of the
+ * other until a __syncthreads or a wait stops it (with EMU_CP=now, a
+ * stage refilled by TMA while the other warpgroup still reads it).
  */
 #include "emu.h"
+
+#include <cudaTypedefs.h>
 
 #include <setjmp.h>
 #include <stdio.h>
@@ -98,7 +104,7 @@ static uint64_t progress;
 static const std::function<void()> *body;
 static bar block_bar, warp_bar[32], wgrp_bar[8];
 static size_t smem_limit;
-static int cp_defer = 1, sched_warp = 0;
+static int cp_defer = 1, sched_warp = 0; /* sched_warp: 0, or the threads of a unit (32, 128) */
 
 struct warp_x {
 	uint32_t addr[32], a[32][4], b[32][2];
@@ -192,6 +198,9 @@ static void resume(int i)
 	}
 }
 
+static void mbar_block_start(void);
+static void mbar_block_end(void);
+
 static void run_block(void)
 {
 	for (int i = 0; i < nthr; i++) {
@@ -210,12 +219,15 @@ static void run_block(void)
 		t.wgroups.clear();
 	}
 	live = nthr;
+	mbar_block_start();
 	block_bar = bar();
 	for (auto &b : warp_bar)
 		b = bar();
 	for (auto &b : wgrp_bar)
 		b = bar();
-	const int nw = (nthr + 31) / 32;
+	const int nw = sched_warp ? (nthr + sched_warp - 1) / sched_warp : 0;
+	static unsigned nblocks; /* the order of the first round alternates between blocks */
+	nblocks++;
 	for (int round = 0; live > 0; round++) {
 		uint64_t p0 = progress;
 		if (!sched_warp) {
@@ -223,11 +235,11 @@ static void run_block(void)
 				resume(i);
 		} else {
 			for (int k = 0; k < nw; k++) {
-				const int w = round & 1 ? nw - 1 - k : k;
-				for (;;) { /* this warp until it waits at __syncthreads or ends */
+				const int w = (round + nblocks) & 1 ? nw - 1 - k : k;
+				for (;;) { /* this unit until it waits at __syncthreads or ends */
 					uint64_t p1 = progress;
 					bool any = false;
-					for (int i = w * 32; i < nthr && i < w * 32 + 32; i++)
+					for (int i = w * sched_warp; i < nthr && i < (w + 1) * sched_warp; i++)
 						if (!th[i].done && !th[i].at_sync)
 							resume(i), any = true;
 					if (!any || progress == p1)
@@ -239,8 +251,10 @@ static void run_block(void)
 					resume(i);
 		}
 		if (progress == p0 && live > 0)
-			emu_die("deadlock: every live thread waits at a barrier");
+			emu_die("deadlock: every live thread waits at a barrier (or for an mbarrier "
+			        "phase that cannot complete)");
 	}
+	mbar_block_end();
 }
 
 static std::map<const void *, int> smem_attr;
@@ -266,7 +280,7 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, const void *kernel, std::fun
 		const char *m = getenv("EMU_CP");
 		cp_defer = !(m && !strcmp(m, "now"));
 		m = getenv("EMU_SCHED");
-		sched_warp = m && !strcmp(m, "warp");
+		sched_warp = !m ? 0 : !strcmp(m, "warp") ? 32 : !strcmp(m, "wg") ? 128 : 0;
 	}
 	nthr = (int)block.x;
 	blockDim = block, gridDim = grid, smem_limit = smem;
@@ -382,6 +396,248 @@ void att_flag_wait(const int *p, int v)
 		snprintf(msg, sizeof msg, "flag wait for %d reads %d: waits on a block not yet run", v, *p);
 		emu_die(msg);
 	}
+}
+
+/* ---- mbarriers, TMA tensor loads (sm_90) ----
+ * PTX ISA, "mbarrier" and "cp.async.bulk.tensor": a barrier has an
+ * arrival count set at init, pending arrivals and a transaction count (tx:
+ * bytes announced by expect_tx minus bytes completed by copies; it may go
+ * negative while a copy completes before its announcement); its current
+ * phase completes when pending arrivals and tx are both 0, and the phase
+ * bit flips. try_wait.parity p returns true unless the current phase has
+ * parity p (it is the phase that has not completed). State lives in a side
+ * table keyed by the shared address; the 8 shared bytes hold a marker that
+ * every use checks. A barrier initialised by one thread may be used by the
+ * others only after a __syncthreads (on the device, after the init fences
+ * and a barrier). A TMA load is performed at issue (EMU_CP=now) or kept on
+ * its barrier and performed, in issue order, when a thread's wait would
+ * block on the phase it belongs to (EMU_CP=defer), so a wait with the
+ * wrong parity reads stale shared memory (0xFF: NaN); a phase that never
+ * completes leaves its waiters spinning until the scheduler finds a round
+ * without progress (deadlock). The block must end with no copy pending and
+ * every barrier between phases. */
+struct emu_tmap { /* what the emulated encoder stores in a CUtensorMap */
+	uint32_t magic, rank, esize, swizzle;
+	const unsigned char *base;
+	uint64_t dim[5];
+	uint64_t stride[4]; /* bytes, of dimensions 1..rank-1 */
+	uint32_t box[5];
+	uint8_t estr[5];
+};
+static_assert(sizeof(emu_tmap) <= sizeof(CUtensorMap), "emu_tmap must fit a CUtensorMap");
+static const uint32_t TMAP_MAGIC = 0x544d4150; /* "TMAP" */
+static const uint64_t MBAR_MARK = 0x4d42415252494552ull; /* "MBARRIER" */
+
+struct tma_op {
+	uint32_t dst;
+	emu_tmap map;
+	int c[3];
+};
+struct mbar_st {
+	int count = 0, pending = 0;
+	int64_t tx = 0;
+	unsigned phase = 0; /* completed phases; the current one has parity phase & 1 */
+	int init_thread = -1;
+	unsigned init_gen = 0; /* block_bar.gen at the init */
+	std::deque<tma_op> ops; /* issued copies not performed (EMU_CP=defer) */
+};
+static std::map<uint32_t, mbar_st> mbars;
+
+static void mbar_block_start(void) { mbars.clear(); }
+
+static void mbar_block_end(void)
+{
+	for (auto &kv : mbars) {
+		char msg[160];
+		if (!kv.second.ops.empty()) {
+			snprintf(msg, sizeof msg, "block ends with TMA copies on the mbarrier at %u "
+			         "never waited for", kv.first);
+			emu_die(msg);
+		}
+		if (kv.second.pending != kv.second.count || kv.second.tx != 0) {
+			snprintf(msg, sizeof msg, "block ends inside a phase of the mbarrier at %u "
+			         "(%d of %d arrivals pending, tx %lld)", kv.first, kv.second.pending,
+			         kv.second.count, (long long)kv.second.tx);
+			emu_die(msg);
+		}
+	}
+	mbars.clear();
+}
+
+static mbar_st &mbar_get(uint32_t bar, const char *what)
+{
+	char msg[160];
+	auto it = mbars.find(bar);
+	uint64_t mark;
+	if (it == mbars.end()) {
+		snprintf(msg, sizeof msg, "%s: no mbarrier initialised at shared address %u", what, bar);
+		emu_die(msg);
+	}
+	memcpy(&mark, emu_shared + bar, 8);
+	if (mark != MBAR_MARK) {
+		snprintf(msg, sizeof msg, "%s: the mbarrier at %u was overwritten", what, bar);
+		emu_die(msg);
+	}
+	mbar_st &b = it->second;
+	if (b.init_thread != (int)threadIdx.x && block_bar.gen == b.init_gen) {
+		snprintf(msg, sizeof msg, "%s: mbarrier at %u used before a __syncthreads after its "
+		         "init by thread %d", what, bar, b.init_thread);
+		emu_die(msg);
+	}
+	return b;
+}
+
+static void mbar_tx(mbar_st &b, int64_t bytes)
+{
+	b.tx += bytes;
+	if (b.tx > (1 << 20) - 1 || b.tx < -((1 << 20) - 1))
+		emu_die("mbarrier: transaction count out of range");
+	if (b.pending == 0 && b.tx == 0) {
+		b.phase++;
+		b.pending = b.count;
+	}
+	progress++;
+}
+
+void att_mbar_init(uint32_t bar, int count)
+{
+	if (bar % 8 || (size_t)bar + 8 > smem_limit)
+		emu_die("mbarrier.init: shared address misaligned or beyond the dynamic shared memory");
+	if (count < 1 || count > (1 << 20) - 1)
+		emu_die("mbarrier.init: arrival count out of range");
+	auto it = mbars.find(bar);
+	if (it != mbars.end() &&
+	    (!it->second.ops.empty() || it->second.pending != it->second.count || it->second.tx))
+		emu_die("mbarrier.init: the barrier is in the middle of a phase");
+	mbar_st b;
+	b.count = b.pending = count;
+	b.init_thread = (int)threadIdx.x;
+	b.init_gen = block_bar.gen;
+	mbars[bar] = b;
+	memcpy(emu_shared + bar, &MBAR_MARK, 8);
+}
+
+static void tma_perform(mbar_st &b, const tma_op &op)
+{
+	const emu_tmap &m = op.map;
+	uint32_t n = 0;
+	for (uint32_t z = 0; z < m.box[2]; z++)
+		for (uint32_t y = 0; y < m.box[1]; y++)
+			for (uint32_t x = 0; x < m.box[0]; x++, n++) {
+				/* element n of the box, row-major, innermost dimension first */
+				const int64_t g0 = (int64_t)op.c[0] + x, g1 = (int64_t)op.c[1] + y,
+				              g2 = (int64_t)op.c[2] + z;
+				uint32_t a = op.dst + n * m.esize;
+				if (m.swizzle == CU_TENSOR_MAP_SWIZZLE_128B)
+					a ^= ((a >> 7) & 7) << 4;
+				if (g0 < 0 || g1 < 0 || g2 < 0 || (uint64_t)g0 >= m.dim[0] ||
+				    (uint64_t)g1 >= m.dim[1] || (uint64_t)g2 >= m.dim[2])
+					memset(emu_shared + a, 0, m.esize); /* out of bounds: zeros */
+				else
+					memcpy(emu_shared + a,
+					       m.base + (uint64_t)g0 * m.esize + (uint64_t)g1 * m.stride[0] +
+					               (uint64_t)g2 * m.stride[1],
+					       m.esize);
+			}
+	mbar_tx(b, -(int64_t)n * m.esize);
+}
+
+void att_mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes)
+{
+	mbar_st &b = mbar_get(bar, "mbarrier.arrive.expect_tx");
+	if (b.pending == 0)
+		emu_die("mbarrier.arrive: every arrival of the phase has happened");
+	b.tx += bytes; /* expect-tx, then the arrival */
+	b.pending--;
+	mbar_tx(b, 0);
+}
+
+void att_mbar_wait(uint32_t bar, int parity)
+{
+	if (parity != 0 && parity != 1)
+		emu_die("mbarrier.try_wait.parity: parity not 0 or 1");
+	for (;;) {
+		mbar_st &b = mbar_get(bar, "mbarrier.try_wait.parity");
+		if ((int)(b.phase & 1) != parity)
+			break; /* the phase of that parity has completed */
+		if (!b.ops.empty()) { /* EMU_CP=defer: the copies land now */
+			tma_op op = b.ops.front();
+			b.ops.pop_front();
+			tma_perform(b, op);
+			continue;
+		}
+		yield_();
+	}
+	progress++;
+}
+
+void att_tma_load_3d(uint32_t dst, const void *tmap, int c0, int c1, int c2, uint32_t bar)
+{
+	tma_op op;
+	memcpy(&op.map, tmap, sizeof op.map);
+	const emu_tmap &m = op.map;
+	if (m.magic != TMAP_MAGIC)
+		emu_die("cp.async.bulk.tensor: not a tensor map from cuTensorMapEncodeTiled");
+	if (m.rank != 3)
+		emu_die("cp.async.bulk.tensor.3d: the tensor map is not of rank 3");
+	for (int i = 1; i < 3; i++)
+		if (m.estr[i] != 1)
+			emu_die("cp.async.bulk.tensor: element strides other than 1 are not emulated");
+	const uint32_t bytes = m.box[0] * m.box[1] * m.box[2] * m.esize;
+	check_smem(dst, bytes, "cp.async.bulk.tensor");
+	if (m.swizzle == CU_TENSOR_MAP_SWIZZLE_128B ? dst % 1024 : dst % 128)
+		emu_die("cp.async.bulk.tensor: shared destination not 1024-byte (128-byte swizzle) "
+		        "or 128-byte aligned");
+	if (dst < bar + 8 && bar < dst + bytes)
+		emu_die("cp.async.bulk.tensor: the destination overlaps its mbarrier");
+	mbar_st &b = mbar_get(bar, "cp.async.bulk.tensor");
+	op.dst = dst, op.c[0] = c0, op.c[1] = c1, op.c[2] = c2;
+	if (cp_defer)
+		b.ops.push_back(op);
+	else
+		tma_perform(b, op);
+}
+
+/* The emulated cuTensorMapEncodeTiled: the documented argument checks
+ * (CUDA_ERROR_INVALID_VALUE), the modes the emulated loads do not model
+ * (interleave, 32/64-byte swizzles, NaN fill) abort. */
+static CUresult emu_encode_tiled(CUtensorMap *tm, CUtensorMapDataType dtype, cuuint32_t rank,
+                                 void *addr, const cuuint64_t *dim, const cuuint64_t *stride,
+                                 const cuuint32_t *box, const cuuint32_t *estr,
+                                 CUtensorMapInterleave il, CUtensorMapSwizzle sw,
+                                 CUtensorMapL2promotion l2, CUtensorMapFloatOOBfill oob)
+{
+	static const uint32_t esize[] = {1, 2, 4, 4, 8, 8, 2, 4, 8, 2};
+	if (!tm || (uintptr_t)tm % 64 || (unsigned)dtype > CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 ||
+	    rank < 1 || rank > 5 || !addr || (uintptr_t)addr % 16 || (unsigned)l2 > 3 ||
+	    (unsigned)oob > 1 || (unsigned)sw > CU_TENSOR_MAP_SWIZZLE_128B || (unsigned)il > 2)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (il != CU_TENSOR_MAP_INTERLEAVE_NONE || oob != CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE ||
+	    (sw != CU_TENSOR_MAP_SWIZZLE_NONE && sw != CU_TENSOR_MAP_SWIZZLE_128B))
+		emu_die("cuTensorMapEncodeTiled: interleave, NaN fill and 32/64-byte swizzles are "
+		        "not emulated");
+	emu_tmap m;
+	memset(&m, 0, sizeof m);
+	m.magic = TMAP_MAGIC, m.rank = rank, m.esize = esize[dtype], m.swizzle = sw;
+	m.base = (const unsigned char *)addr;
+	for (uint32_t i = 0; i < rank; i++) {
+		if (dim[i] == 0 || dim[i] > (1ull << 32) || box[i] == 0 || box[i] > 256 || estr[i] == 0 ||
+		    estr[i] > 8)
+			return CUDA_ERROR_INVALID_VALUE;
+		m.dim[i] = dim[i], m.box[i] = box[i], m.estr[i] = (uint8_t)estr[i];
+		if (i + 1 < rank) {
+			if (stride[i] % 16 || stride[i] >= (1ull << 40))
+				return CUDA_ERROR_INVALID_VALUE;
+			m.stride[i] = stride[i];
+		}
+	}
+	if (box[0] * m.esize % 16)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (sw == CU_TENSOR_MAP_SWIZZLE_128B && box[0] * m.esize > 128)
+		return CUDA_ERROR_INVALID_VALUE;
+	memset(tm, 0, sizeof *tm);
+	memcpy(tm, &m, sizeof m);
+	return CUDA_SUCCESS;
 }
 
 /* ---- ldmatrix ---- */
@@ -587,6 +843,16 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
 cudaError_t cudaEventDestroy(cudaEvent_t e)
 {
 	delete e;
+	return cudaSuccess;
+}
+cudaError_t cudaGetDriverEntryPointByVersion(const char *symbol, void **fn, unsigned version,
+                                             unsigned long long,
+                                             enum cudaDriverEntryPointQueryResult *status)
+{
+	const bool ok = !strcmp(symbol, "cuTensorMapEncodeTiled") && version >= 12000;
+	*fn = ok ? (void *)&emu_encode_tiled : NULL;
+	if (status)
+		*status = ok ? cudaDriverEntryPointSuccess : cudaDriverEntryPointSymbolNotFound;
 	return cudaSuccess;
 }
 }

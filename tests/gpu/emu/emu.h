@@ -17,9 +17,24 @@
  * accumulator read before its wait shows up as wrong results). cp.async
  * copies happen at issue (EMU_CP=now) or only when the
  * issuing thread's cp.async.wait_group retires their group (EMU_CP=defer,
- * the default), so a missing wait reads stale shared memory. Shared memory
- * is filled with 0xFF (NaN) at each block start; ldmatrix and cp.async
- * check alignment and bounds.
+ * the default), so a missing wait reads stale shared memory.
+ *
+ * mbarriers (init, arrive.expect_tx, try_wait.parity) keep their state
+ * (arrival count, pending arrivals, transaction bytes, phase) in a side
+ * table keyed by the shared address, with the PTX ISA's phase semantics
+ * (a wait for parity p returns at once unless the current phase has parity
+ * p); a barrier is usable by other threads only after a __syncthreads that
+ * follows its init, and the block must end between phases. TMA tensor
+ * loads (cp.async.bulk.tensor.3d, box of a tensor map built by the
+ * emulated cuTensorMapEncodeTiled, see cuda.h here) copy the box, zeros
+ * out of bounds, with the 128-byte swizzle applied to the shared address
+ * (bits 4..6 ^= bits 7..9, destination 1024-byte aligned), written from the
+ * PTX ISA independently of wgmma.cuh; they complete their bytes on the
+ * barrier at issue (EMU_CP=now) or when a thread's wait on that barrier
+ * would block (EMU_CP=defer), so a wait with the wrong parity reads stale
+ * data, and a phase that never completes ends in the scheduler's deadlock
+ * abort. Shared memory is filled with 0xFF (NaN) at each block start;
+ * ldmatrix, cp.async and TMA check alignment and bounds.
  */
 #ifndef EMU_H
 #define EMU_H
@@ -131,6 +146,15 @@ void emu_wg_mma(float *d, int n, uint64_t da, uint64_t db, const uint32_t *a, in
 void emu_wg_commit(void);
 void emu_wg_wait(int n);
 inline void att_flag_store(int *p, int v) { *p = v; }
+
+/* mbarriers and TMA tensor loads (attention_impl.cuh): the barrier state
+ * lives in a side table keyed by the shared address (emu.cpp), with a
+ * marker in the 8 shared bytes so that an overwrite is caught. */
+#define __grid_constant__
+void att_mbar_init(uint32_t bar, int count);
+void att_mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes);
+void att_mbar_wait(uint32_t bar, int parity);
+void att_tma_load_3d(uint32_t dst, const void *tmap, int c0, int c1, int c2, uint32_t bar);
 
 /* Runs fn as every thread of every block, blocks one after another. A
  * kernel launched with more than 48 KB of dynamic shared memory must have
