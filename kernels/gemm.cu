@@ -213,42 +213,34 @@ struct call {
 	size_t cbytes; /* C's extent in bytes */
 };
 
-/* ms per product of algo on the call's operands (3 back to back, best of
- * two rounds after one warm-up); INFINITY when it does not run. */
+/* ms per product of algo on the call's operands, reps products back to
+ * back between two events; INFINITY when it does not run. */
 static float time_algo(struct gemm_ctx *g, const struct plan *p, const cublasLtMatmulAlgo_t *algo,
-                       const struct call *cl, void *C)
+                       const struct call *cl, void *C, int reps, cudaEvent_t e0, cudaEvent_t e1)
 {
-	cudaEvent_t e0, e1;
-	CUDA_CHECK(cudaEventCreate(&e0));
-	CUDA_CHECK(cudaEventCreate(&e1));
-	float best = INFINITY;
-	for (int r = 0; r < 3; r++) {
-		CUDA_CHECK(cudaEventRecord(e0, g->stream));
-		int reps = r ? 3 : 1, ok = 1;
-		for (int i = 0; i < reps && ok; i++)
-			ok = cublasLtMatmul(g->lt, p->op, &cl->alpha, cl->B, p->la, cl->A, p->lb, &cl->beta, C,
-			                    p->lc, C, p->lc, algo, g->ws, g->ws_bytes,
-			                    g->stream) == CUBLAS_STATUS_SUCCESS;
-		CUDA_CHECK(cudaEventRecord(e1, g->stream));
-		CUDA_CHECK(cudaEventSynchronize(e1));
-		if (!ok) {
-			best = INFINITY;
-			break;
-		}
-		float ms;
-		CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-		if (r && ms / reps < best)
-			best = ms / reps;
-	}
+	int ok = 1;
+	CUDA_CHECK(cudaEventRecord(e0, g->stream));
+	for (int i = 0; i < reps && ok; i++)
+		ok = cublasLtMatmul(g->lt, p->op, &cl->alpha, cl->B, p->la, cl->A, p->lb, &cl->beta, C,
+		                    p->lc, C, p->lc, algo, g->ws, g->ws_bytes,
+		                    g->stream) == CUBLAS_STATUS_SUCCESS;
+	CUDA_CHECK(cudaEventRecord(e1, g->stream));
+	CUDA_CHECK(cudaEventSynchronize(e1));
 	CUDA_CHECK(cudaGetLastError());
-	CUDA_CHECK(cudaEventDestroy(e0));
-	CUDA_CHECK(cudaEventDestroy(e1));
-	return best;
+	float ms;
+	CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+	return ok ? ms / (float)reps : INFINITY;
 }
 
 /* The fastest of the candidates on this call (the first where timing is
- * off, or impossible: a stream being captured). beta != 0 products run
- * into a zeroed scratch buffer of C's extent, so C is left as it was. */
+ * off, or impossible: a stream being captured). Each runs once (loading
+ * its kernels), then TUNE_ROUNDS rounds time every candidate in turn,
+ * starting one later each round so that a drift of the clocks (a GPU
+ * warming up) falls on all of them alike, with enough products back to
+ * back for about TUNE_MS each; the least total wins. beta != 0 products
+ * run into a zeroed scratch buffer of C's extent, so C is left as it was. */
+#define TUNE_ROUNDS 5
+#define TUNE_MS 1.0f
 static int pick(struct gemm_ctx *g, const struct plan *p, const cublasLtMatmulHeuristicResult_t *res,
                 int n, const struct call *cl)
 {
@@ -262,13 +254,33 @@ static int pick(struct gemm_ctx *g, const struct plan *p, const cublasLtMatmulHe
 		CUDA_CHECK(cudaMemsetAsync(scratch, 0, cl->cbytes, g->stream));
 		C = scratch;
 	}
-	int best = 0;
-	float tbest = INFINITY;
+	cudaEvent_t e0, e1;
+	CUDA_CHECK(cudaEventCreate(&e0));
+	CUDA_CHECK(cudaEventCreate(&e1));
+	float first[MAX_RANK], tmin = INFINITY;
+	double sum[MAX_RANK];
 	for (int i = 0; i < n; i++) {
-		float t = time_algo(g, p, &res[i].algo, cl, C);
-		if (t < tbest)
-			tbest = t, best = i;
+		first[i] = time_algo(g, p, &res[i].algo, cl, C, 1, e0, e1);
+		sum[i] = 0.0;
+		tmin = first[i] < tmin ? first[i] : tmin;
 	}
+	int best = 0;
+	if (isfinite(tmin)) {
+		int reps = tmin > 0.0f ? (int)ceilf(TUNE_MS / tmin) : 20;
+		reps = reps < 2 ? 2 : reps > 20 ? 20 : reps;
+		for (int r = 0; r < TUNE_ROUNDS; r++)
+			for (int j = 0; j < n; j++) {
+				int i = (j + r) % n;
+				if (isfinite(first[i]))
+					sum[i] += time_algo(g, p, &res[i].algo, cl, C, reps, e0, e1);
+			}
+		double sbest = INFINITY;
+		for (int i = 0; i < n; i++)
+			if (isfinite(first[i]) && sum[i] < sbest)
+				sbest = sum[i], best = i;
+	}
+	CUDA_CHECK(cudaEventDestroy(e0));
+	CUDA_CHECK(cudaEventDestroy(e1));
 	if (scratch)
 		CUDA_CHECK(cudaFree(scratch));
 	g->st.tuned++;

@@ -43,10 +43,11 @@
  *
  * Algorithm choice: the first product of a given shape / types / strides
  * / pointer alignment (a key) in the process asks cuBLASLt's heuristic for
- * up to 8 algorithms and times each on that product's own operands (3
- * products after a warm-up, best of two rounds; beta != 0 products into a
- * zeroed scratch buffer of C's extent, cudaMalloc'd for the timing, so C
- * is only written by the real product). The fastest becomes the process's choice
+ * up to 8 algorithms and times each on that product's own operands (each
+ * run once, then 5 rounds over all of them in rotated order, ~1 ms of
+ * products back to back per turn; beta != 0 products into a zeroed
+ * scratch buffer of C's extent, cudaMalloc'd for the timing, so C is only
+ * written by the real product). The least total becomes the process's choice
  * for the key, used by every context from then on: the timing decides
  * which algorithm runs, never what a given algorithm computes, so results
  * stay bitwise repeatable within a process. GPT_GEMM_TUNE=0 in the

@@ -196,7 +196,9 @@ struct cuda_engine {
  * the next launch) counts towards the kind of the work that follows it;
  * "wall" is the wall time of micro(), update() and zero_grad() (which
  * synchronise when profiling): wall minus the GPU total is the time the
- * host kept the GPU waiting. Off, a mark costs one branch.
+ * host kept the GPU waiting. The first optimizer step is left out when
+ * there are others: it times the GEMM algorithms (gemm.cuh) and builds the
+ * plans. Off, a mark costs one branch.
  */
 enum prof_kind {
 	PK_UPLOAD, PK_EMBED, PK_MASK, PK_GEMM_FWD, PK_GEMM_BWD, PK_ATTN_FWD, PK_ATTN_BWD, PK_NORM,
@@ -213,6 +215,9 @@ struct prof {
 	int n;
 	double ms[PK_N], gpu_ms, wall_ms, t0;
 	long steps, micros;
+	int first_done; /* the first step's numbers moved aside (prof_step) */
+	double first_ms[PK_N], first_gpu, first_wall;
+	long first_micros;
 };
 
 static void prof_mark(struct cuda_engine *c, int kind)
@@ -252,14 +257,40 @@ static void prof_collect(struct cuda_engine *c)
 	p->n = 0;
 }
 
+/* An update ended: count the step; after the first, start over (its
+ * numbers kept aside in case no other step comes). */
+static void prof_step(struct cuda_engine *c)
+{
+	struct prof *p = c->prof;
+	p->steps++;
+	if (p->first_done)
+		return;
+	p->first_done = 1;
+	memcpy(p->first_ms, p->ms, sizeof p->ms);
+	p->first_gpu = p->gpu_ms, p->first_wall = p->wall_ms, p->first_micros = p->micros;
+	memset(p->ms, 0, sizeof p->ms);
+	p->gpu_ms = p->wall_ms = 0;
+	p->steps = p->micros = 0;
+}
+
 static void prof_report(struct cuda_engine *c)
 {
 	struct prof *p = c->prof;
-	if (!p || !p->steps)
+	if (!p)
+		return;
+	const char *which = "the first, which times the GEMM algorithms, left out";
+	if (!p->steps && p->first_done) { /* one step only: report it */
+		memcpy(p->ms, p->first_ms, sizeof p->ms);
+		p->gpu_ms = p->first_gpu, p->wall_ms = p->first_wall;
+		p->steps = 1, p->micros = p->first_micros;
+		which = "the first only, GEMM algorithm timing included";
+	}
+	if (!p->steps)
 		return;
 	double k = 1.0 / (double)p->steps;
-	fprintf(stderr, "%s: CUDA engine profile: %ld steps, %ld micro-batches; GPU ms per step:\n",
-	        progname, p->steps, p->micros);
+	fprintf(stderr, "%s: CUDA engine profile: %ld steps (%s), %ld micro-batches; GPU ms per "
+	        "step:\n",
+	        progname, p->steps, which, p->micros);
 	for (int i = 0; i < PK_N; i++)
 		if (p->ms[i] > 0)
 			fprintf(stderr, "  %-14s %9.2f  %5.1f%%\n", prof_names[i], p->ms[i] * k,
@@ -867,7 +898,7 @@ cast:
 	cast_f32_to_bf16(c->w16, c->w32, c->dtotal, c->s);
 	if (c->prof) {
 		prof_collect(c);
-		c->prof->steps++;
+		prof_step(c);
 	}
 	return 0;
 }
