@@ -198,9 +198,9 @@ static void choice_put(const struct plan_key *k, int lt, const cublasLtMatmulAlg
 
 static int tuning_on(void)
 {
-	if (ch.tune < 0) {
+	if (ch.tune < 0) { /* 0: off; 1: on; 2: on, and say what was measured */
 		const char *t = getenv("GPT_GEMM_TUNE");
-		ch.tune = !(t && !strcmp(t, "0"));
+		ch.tune = !t || !*t ? 1 : !strcmp(t, "0") ? 0 : !strcmp(t, "2") ? 2 : 1;
 	}
 	return ch.tune;
 }
@@ -238,7 +238,8 @@ static float time_algo(struct gemm_ctx *g, const struct plan *p, const cublasLtM
  * starting one later each round so that a drift of the clocks (a GPU
  * warming up) falls on all of them alike, with enough products back to
  * back for about TUNE_MS each; the least total wins. beta != 0 products
- * run into a zeroed scratch buffer of C's extent, so C is left as it was. */
+ * run into a zeroed scratch buffer of C's extent, so C is left as it was
+ * (without the memory for it, the first candidate, untimed). */
 #define TUNE_ROUNDS 5
 #define TUNE_MS 1.0f
 static int pick(struct gemm_ctx *g, const struct plan *p, const cublasLtMatmulHeuristicResult_t *res,
@@ -250,7 +251,10 @@ static int pick(struct gemm_ctx *g, const struct plan *p, const cublasLtMatmulHe
 		return 0;
 	void *C = cl->C, *scratch = NULL;
 	if (cl->beta != 0.0f) {
-		CUDA_CHECK(cudaMalloc(&scratch, cl->cbytes));
+		if (cudaMalloc(&scratch, cl->cbytes) != cudaSuccess) {
+			(void)cudaGetLastError(); /* no memory to spare: untimed */
+			return 0;
+		}
 		CUDA_CHECK(cudaMemsetAsync(scratch, 0, cl->cbytes, g->stream));
 		C = scratch;
 	}
@@ -278,6 +282,16 @@ static int pick(struct gemm_ctx *g, const struct plan *p, const cublasLtMatmulHe
 		for (int i = 0; i < n; i++)
 			if (isfinite(first[i]) && sum[i] < sbest)
 				sbest = sum[i], best = i;
+		if (tuning_on() == 2) {
+			const struct plan_key *k = &p->key;
+			fprintf(stderr, "%s: gemm: M %d N %d K %d ta %d tb %d batch %d beta %g: ms per "
+			        "product", progname, k->M, k->N, k->K, k->ta, k->tb, k->batch,
+			        (double)cl->beta);
+			for (int i = 0; i < n; i++)
+				fprintf(stderr, " %s%.4f", i == best ? "*" : "",
+				        sum[i] / TUNE_ROUNDS);
+			fprintf(stderr, " (heuristic order, %d x %d products)\n", TUNE_ROUNDS, reps);
+		}
 	}
 	CUDA_CHECK(cudaEventDestroy(e0));
 	CUDA_CHECK(cudaEventDestroy(e1));

@@ -52,7 +52,8 @@
  * which algorithm runs, never what a given algorithm computes, so results
  * stay bitwise repeatable within a process. GPT_GEMM_TUNE=0 in the
  * environment takes the heuristic's first choice instead, untimed (the
- * behaviour before tuning). gemm_export()/gemm_import() carry the choices
+ * behaviour before tuning); GPT_GEMM_TUNE=2 prints each key's timings to
+ * stderr. gemm_export()/gemm_import() carry the choices
  * to another process (gpt-train stores them in its checkpoints, so a
  * resumed run computes what the uninterrupted one would have). Each
  * context caches plans built from the choices (64, replaced round-robin).

@@ -1894,8 +1894,9 @@ END_TEST
  * GPT_BENCH=1 (bench/gemm.sh): the record step's products, T = 65,536
  * tokens a micro-batch, the head in chunks of HEAD_LOSS_CHUNK_DEFAULT rows,
  * each timed with the heuristic's first GPT_BENCH_RANKS (default 8)
- * algorithms (gemm_set_rank). "fused qkv" is the q, k and v products as
- * one (not what the engine runs; per step "-"). Each time: 10 products back
+ * algorithms (gemm_set_rank). "fused qkv" (the q, k and v products as
+ * one) and "head x2 rows" (chunks of twice the rows) are not what the
+ * engine runs (per step "-"). Each time: 10 products back
  * to back between two events (the clocks of a sustained load), median of 5.
  */
 struct bench_prod {
@@ -1963,6 +1964,8 @@ START_TEST(gemm_bench)
 		{"q/k/v/o", 2, T, D, D, 44},   {"fused qkv", 2, T, 3 * D, D, 0},
 		{"mlp fc", 2, T, F, D, 12},    {"mlp proj", 2, T, D, F, 12},
 		{"head", 2, HC, V, D, T / HC},
+		{"head x2 rows", 0, 2 * HC, V, D, 0}, {"head x2 rows", 1, 2 * HC, V, D, 0},
+		{"head x2 rows", 2, 2 * HC, V, D, 0},
 	};
 	const int np = (int)(sizeof prods / sizeof *prods);
 	static const char *const form_name[] = {"fwd", "dx", "dW"};
