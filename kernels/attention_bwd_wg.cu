@@ -37,8 +37,22 @@
  * of fwd+bwd (2.462 against 2.394 ms), fence.acq_rel.gpu the same.
  * Shared memory: K, V, two stages of Q and dY (6 x 32 KB panel tiles), a
  * dS^T stage per slice (2 x 16 KB, so one barrier per slice: writing one
- * never waits for the other's readers), lse and delta (2 stages); 1024-byte
- * aligned: 227 KB in all.
+ * never waits for the other's readers), lse and delta (2 stages of 2 x 512
+ * bytes), two mbarriers (one per Q/dY stage); 1024-byte aligned, with the
+ * alignment slack: 227 KB in all, the limit (ATT_BWG_* below).
+ * Loads: thread 0 loads the tiles with TMA (cp.async.bulk.tensor, two
+ * 64-column boxes with the 128-byte swizzle per tile; tensor maps of q, k,
+ * v, dy built by the launcher, kernel parameters): K, V and the first
+ * query block's Q and dY complete on stage 0's mbarrier (its phase 0), the
+ * Q and dY of query block i (i = 1..n-1) on stage i & 1's, phase i >> 1, for
+ * which every thread waits with parity (i >> 1) & 1. lse and delta stay
+ * on cp.async (threads 0..63, one 16-byte copy each). Query block i+1's
+ * loads are issued at the top of iteration i, after the __syncthreads that
+ * ends iteration i-1: every warp finished reading stage (i+1) & 1 (block
+ * i-1's: its products waited for, its lse/delta read) before it; the
+ * copying threads wait for their lse/delta copies before the __syncthreads
+ * that ends iteration i, which publishes them for iteration i+1 (block 0's:
+ * a wait and a __syncthreads at i = 0).
  */
 #include "attention_impl.cuh"
 #include "cuda_check.h"
@@ -48,10 +62,33 @@
 #include "wgmma.cuh"
 #endif
 
+/* From the 1024-byte-aligned start: tiles K at 0, V at 1, Q stage s at
+ * 2 + s, dY stage s at 4 + s (32 KB each); the dS^T stages; lse stage s at
+ * + 512 s and delta stage s at + 1024 + 512 s; the mbarriers, stage s at
+ * + 8 s. The alignment skips at most 1008 bytes (dynamic shared memory is
+ * at least 16-byte aligned), so the 1024 bytes of slack after the lse and
+ * delta hold the 16 bytes of barriers and the alignment in every case. */
 #define ATT_BWG_ST (6 * ATT_SWTILEB)               /* dS^T stages: slice s at + 16 KB s */
 #define ATT_BWG_VEC (ATT_BWG_ST + 2 * 128 * 128)   /* lse, delta: 2 stages */
 #define ATT_BWG_TICKET (ATT_BWG_ST + 128 * 128)    /* (slice 1's stage, before its use) */
-#define ATT_BWG_SMEM (ATT_BWG_VEC + 4 * ATTN_BLOCK * 4 + 1024) /* 227 KB, the limit */
+#define ATT_BWG_BARS (ATT_BWG_VEC + 4 * ATTN_BLOCK * 4)
+#define ATT_BWG_SMEM (ATT_BWG_BARS + 16 + 1008)    /* 227 KB, the limit */
+static_assert(ATT_BWG_SMEM == 227 * 1024, "the backward's shared memory is at the limit");
+
+#ifdef ATT_HAS_WGMMA
+/* Thread 0: announce and start the TMA loads of query block qb's Q and dY
+ * tiles (head h) into stage st, on the stage's mbarrier (with extra bytes
+ * of loads the caller starts on it too). */
+__device__ __forceinline__ void wg_bwd_load_qdy(uint32_t sK, int st, const CUtensorMap *tq,
+                                                const CUtensorMap *tdy, int h, int qb,
+                                                uint32_t extra)
+{
+	const uint32_t bar = sK + ATT_BWG_BARS + 8 * st;
+	att_mbar_arrive_expect_tx(bar, 2 * ATT_SWTILEB + extra);
+	wg_tma_tile(sK + (2 + st) * ATT_SWTILEB, tq, h, qb * ATTN_BLOCK, bar);
+	wg_tma_tile(sK + (4 + st) * ATT_SWTILEB, tdy, h, qb * ATTN_BLOCK, bar);
+}
+#endif
 
 /* Byte offset of (key row r, query column c) in the dS^T stage: one panel
  * of 128 rows x 64 bf16 (wgmma.cuh's layout). */
@@ -60,10 +97,11 @@ __device__ __forceinline__ uint32_t bwg_st(int r, int c)
 	return (uint32_t)(r * 128 + (((c >> 3) ^ (r & 7)) << 4) + (c & 7) * 2);
 }
 
+/* tq, tk, tv, tdy: tensor maps of q, k, v, dy (attn_tmap_tiles) */
 __global__ void __launch_bounds__(ATT_THREADS, 1)
 attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restrict__ dv,
-                   const bf16 *__restrict__ q, const bf16 *__restrict__ k,
-                   const bf16 *__restrict__ v, const bf16 *__restrict__ dy,
+                   const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                   const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdy,
                    const float *__restrict__ lse, const float *__restrict__ delta,
                    const int32_t *__restrict__ docs, const int32_t *__restrict__ dlo,
                    const int32_t *__restrict__ dhi, const int32_t *__restrict__ qb_last,
@@ -75,23 +113,33 @@ attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restric
 	unsigned char *smem = smem_raw + ((1024 - (att_smem(smem_raw) & 1023)) & 1023);
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
 	const int wg = warp >> 2, wi = warp & 3;
+	const uint32_t sK = att_smem(smem), sV = sK + ATT_SWTILEB;
+	const uint32_t stS = sK + ATT_BWG_ST, sVec = sK + ATT_BWG_VEC, sB = sK + ATT_BWG_BARS;
+	/* The mbarriers are initialised before the ticket's __syncthreads,
+	 * which makes them visible to every thread. The TMA writes shared
+	 * memory through the async proxy, which the wgmma reads through too,
+	 * and a completed mbarrier phase makes the copies visible to the
+	 * threads that waited for it: unlike after cp.async, no
+	 * att_fence_async_smem() and no __syncthreads between a tile's load and
+	 * the products that read it. */
+	if (tid == 0) {
+		att_mbar_init(sB, 1);
+		att_mbar_init(sB + 8, 1);
+	}
 	const int tix = att_take_ticket(ticket, reinterpret_cast<int *>(smem + ATT_BWG_TICKET), nb * H, tid);
 	const int h = tix % H, kb = nb - 1 - tix / H;
 	const size_t rs = (size_t)H * ATTN_HEAD_DIM, hoff = (size_t)h * ATTN_HEAD_DIM;
-	const size_t blk = (size_t)ATTN_BLOCK * rs;
-	/* tiles: K at 0, V at 1, Q stage s at 2 + s, dY stage s at 4 + s */
-	const uint32_t sK = att_smem(smem), sV = sK + ATT_SWTILEB;
-	const uint32_t stS = sK + ATT_BWG_ST, sVec = sK + ATT_BWG_VEC;
 	unsigned char *gS = smem + ATT_BWG_ST;
 	const float *fVec = reinterpret_cast<const float *>(smem + ATT_BWG_VEC);
 	const float *lseh = lse + (size_t)h * T, *delh = delta + (size_t)h * T;
 	int *semh = sem + (size_t)h * nb;
 	const int n = qb_last[kb] - kb + 1;
 
-	wg_load_tile<ATT_THREADS>(sK, k + (size_t)kb * blk + hoff, rs, tid);
-	wg_load_tile<ATT_THREADS>(sV, v + (size_t)kb * blk + hoff, rs, tid);
-	wg_load_tile<ATT_THREADS>(sK + 2 * ATT_SWTILEB, q + (size_t)kb * blk + hoff, rs, tid);
-	wg_load_tile<ATT_THREADS>(sK + 4 * ATT_SWTILEB, dy + (size_t)kb * blk + hoff, rs, tid);
+	if (tid == 0) { /* stage 0's phase 0: query block kb's Q and dY, and K and V */
+		wg_bwd_load_qdy(sK, 0, &tq, &tdy, h, kb, 2 * ATT_SWTILEB);
+		wg_tma_tile(sK, &tk, h, kb * ATTN_BLOCK, sB);
+		wg_tma_tile(sV, &tv, h, kb * ATTN_BLOCK, sB);
+	}
 	att_load_lse_delta(sVec, lseh + kb * ATTN_BLOCK, delh + kb * ATTN_BLOCK, tid);
 	att_cp_commit();
 
@@ -112,18 +160,20 @@ attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restric
 	for (int i = 0; i < n; i++) {
 		const int qb = kb + i, st = i & 1;
 		if (i + 1 < n) {
+			/* stage st ^ 1 held block i-1, which every warp finished
+			 * reading before the __syncthreads that ended iteration i-1 */
 			const int nq = qb + 1, ns = st ^ 1;
-			wg_load_tile<ATT_THREADS>(sK + (2 + ns) * ATT_SWTILEB, q + (size_t)nq * blk + hoff,
-			                          rs, tid);
-			wg_load_tile<ATT_THREADS>(sK + (4 + ns) * ATT_SWTILEB, dy + (size_t)nq * blk + hoff,
-			                          rs, tid);
+			if (tid == 0)
+				wg_bwd_load_qdy(sK, ns, &tq, &tdy, h, nq, 0);
 			att_load_lse_delta(sVec + ns * 512, lseh + nq * ATTN_BLOCK, delh + nq * ATTN_BLOCK,
 			                   tid);
 		}
-		att_cp_commit();
-		att_cp_wait<1>();
-		att_fence_async_smem();
-		__syncthreads();
+		att_cp_commit(); /* possibly empty: the wait below then still covers block 0 */
+		if (i == 0) { /* block 0's lse and delta (block 1's may be in flight) */
+			att_cp_wait<1>();
+			__syncthreads();
+		}
+		att_mbar_wait(sB + 8 * st, (i >> 1) & 1); /* Q, dY of block i (i = 0: K, V too) */
 		const uint32_t sQ = sK + (2 + st) * ATT_SWTILEB, sdY = sK + (4 + st) * ATT_SWTILEB;
 		const float *L = fVec + st * 128, *Dl = fVec + 256 + st * 128;
 		const bool full = kb < qb && dlo[qb] == khi && klo == dhi[qb];
@@ -281,10 +331,12 @@ attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restric
 		}
 		if (!last)
 			pend = qb, pendv = qb - kb + 1;
+		att_cp_wait<0>(); /* block i+1's lse and delta, published by the barrier */
+		/* every warp's products of block i are done (wg_wait<0> above): its
+		 * stage is free; after the last block every load was waited for
+		 * and the tiles are free for the dk, dv staging below */
 		__syncthreads();
 	}
-	att_cp_wait<0>();
-	__syncthreads();
 	if (pend >= 0 && tid == 0)
 		att_flag_release(semh + pend, pendv);
 
@@ -305,12 +357,17 @@ extern "C" int attn_backward_wg(void *dq, void *dk, void *dv, const void *dy, co
 	if (attn_backward_begin(dq, dk, dv, dy, q, k, v, y, lse, m, heads, head_dim, s, e))
 		return -1;
 	const int T = m->T, nb = T / ATTN_BLOCK;
+	CUtensorMap tq, tk, tv, tdy;
+	if (attn_tmap_tiles(&tq, q, T, heads, "backward", e) ||
+	    attn_tmap_tiles(&tk, k, T, heads, "backward", e) ||
+	    attn_tmap_tiles(&tv, v, T, heads, "backward", e) ||
+	    attn_tmap_tiles(&tdy, dy, T, heads, "backward", e))
+		return -1;
 	CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_wg_kernel,
 	                                cudaFuncAttributeMaxDynamicSharedMemorySize, ATT_BWG_SMEM));
 	ATT_LAUNCH(attn_bwd_wg_kernel, nb * heads, ATT_THREADS, ATT_BWG_SMEM, s, (bf16 *)dq,
-	           (bf16 *)dk, (bf16 *)dv, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v,
-	           (const bf16 *)dy, lse, m->delta, m->docs, m->docs_low, m->docs_high, m->qb_last,
-	           m->kb_first, m->dqacc, m->sem, m->ticket, T, heads, nb);
+	           (bf16 *)dk, (bf16 *)dv, tq, tk, tv, tdy, lse, m->delta, m->docs, m->docs_low,
+	           m->docs_high, m->qb_last, m->kb_first, m->dqacc, m->sem, m->ticket, T, heads, nb);
 	CUDA_CHECK_LAST();
 	return 0;
 }

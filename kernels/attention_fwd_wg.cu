@@ -13,7 +13,7 @@
  * panel tiles (wgmma.cuh), 1024-byte aligned, then four mbarriers (one per
  * stage, one for Q). Thread 0 loads the tiles with TMA (cp.async.bulk.tensor,
  * two 64-column boxes with the 128-byte swizzle per tile; tensor maps of
- * q, k, v built by the launcher, kernel parameters), each stage's K and V
+ * q, k, v built by the launcher (attn_tmap_tiles), kernel parameters), each stage's K and V
  * completing on the stage's mbarrier; key block i goes to stage i % 3 and
  * its consumers wait for the barrier's phase i / 3 (parity (i / 3) & 1).
  * Thread 0 refills a stage only after the __syncthreads that follows
@@ -27,14 +27,8 @@
  * The two warpgroups run independently between the per-block barriers, so
  * one's softmax overlaps the other's products.
  */
-#include <cudaTypedefs.h>
-
 #include "attention_impl.cuh"
 #include "cuda_check.h"
-
-extern "C" {
-#include "util.h"
-}
 
 #if (defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)) || defined(ATT_EMULATE)
 #define ATT_HAS_WGMMA 1
@@ -59,7 +53,7 @@ __device__ __forceinline__ void wg_fwd_load_kv(uint32_t sQ, int st, const CUtens
 }
 #endif
 
-/* tq, tk, tv: tensor maps of q, k, v (att_tmap_qkv) */
+/* tq, tk, tv: tensor maps of q, k, v (attn_tmap_tiles) */
 __global__ void __launch_bounds__(ATT_THREADS, 1)
 attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse,
                    const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
@@ -184,46 +178,6 @@ attn_fwd_wg_kernel(bf16 *__restrict__ y, float *__restrict__ lse,
 #endif
 }
 
-/* The driver's cuTensorMapEncodeTiled, through the runtime (the project
- * does not link libcuda); NULL if the driver lacks it. Looked up once. */
-static PFN_cuTensorMapEncodeTiled_v12000 att_tmap_encoder(void)
-{
-	static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-		void *p = NULL;
-		enum cudaDriverEntryPointQueryResult st;
-		if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000,
-		                                     cudaEnableDefault, &st) != cudaSuccess ||
-		    st != cudaDriverEntryPointSuccess)
-			p = NULL;
-		return (PFN_cuTensorMapEncodeTiled_v12000)p;
-	}();
-	return fn;
-}
-
-/* TMA tensor map of the bf16 [T][H][128] tensor at p: dimensions,
- * innermost first, {128, H, T}, byte strides 256 (head) and H * 256
- * (token); box {64, 1, 128}: one 64-column panel of a 128-row tile of one
- * head, 128-byte swizzle (wgmma.cuh's panel layout); loads only, out of
- * bounds never happens (T a multiple of 128). Built at every launch (a few
- * microseconds of host work; nothing to keep in step with the pointers). */
-static int att_tmap_qkv(CUtensorMap *map, const void *p, int T, int H, struct gpt_err *e)
-{
-	const PFN_cuTensorMapEncodeTiled_v12000 encode = att_tmap_encoder();
-	if (!encode)
-		return gpt_errf(e, "attention forward: the driver has no cuTensorMapEncodeTiled");
-	const cuuint64_t dim[3] = {ATTN_HEAD_DIM, (cuuint64_t)H, (cuuint64_t)T};
-	const cuuint64_t stride[2] = {ATTN_HEAD_DIM * 2, (cuuint64_t)H * ATTN_HEAD_DIM * 2};
-	const cuuint32_t box[3] = {64, 1, ATTN_BLOCK}, estr[3] = {1, 1, 1};
-	const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, (void *)p, dim, stride,
-	                          box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-	                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-	                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-	if (r != CUDA_SUCCESS)
-		return gpt_errf(e, "attention forward: cuTensorMapEncodeTiled failed (CUresult %d)",
-		                (int)r);
-	return 0;
-}
-
 extern "C" int attn_forward_wg(void *y, float *lse, const void *q, const void *k, const void *v,
                                const struct attn_mask *m, int heads, int head_dim, cudaStream_t s,
                                struct gpt_err *e)
@@ -233,8 +187,9 @@ extern "C" int attn_forward_wg(void *y, float *lse, const void *q, const void *k
 		return -1;
 	const int nb = m->T / ATTN_BLOCK;
 	CUtensorMap tq, tk, tv;
-	if (att_tmap_qkv(&tq, q, m->T, heads, e) || att_tmap_qkv(&tk, k, m->T, heads, e) ||
-	    att_tmap_qkv(&tv, v, m->T, heads, e))
+	if (attn_tmap_tiles(&tq, q, m->T, heads, "forward", e) ||
+	    attn_tmap_tiles(&tk, k, m->T, heads, "forward", e) ||
+	    attn_tmap_tiles(&tv, v, m->T, heads, "forward", e))
 		return -1;
 	CUDA_CHECK(cudaFuncSetAttribute(attn_fwd_wg_kernel,
 	                                cudaFuncAttributeMaxDynamicSharedMemorySize, ATT_WG_FWD_SMEM));

@@ -5,9 +5,10 @@
  * Contents: tile geometry; inline-PTX wrappers for cp.async, ldmatrix,
  * mma.sync m16n8k16 bf16, bulk copies, mbarriers and TMA tensor loads;
  * the 128 x 128 bf16 tile loader; fragment addressing; the argument
- * check every launcher runs; ATT_LAUNCH and ATT_DYN_SMEM, which with
- * ATT_EMULATE defined compile the same kernels for the host emulation of
- * tests/gpu/emu (there emu.h replaces the PTX wrappers).
+ * check every launcher runs and the wgmma launchers' TMA tensor maps;
+ * ATT_LAUNCH and ATT_DYN_SMEM, which with ATT_EMULATE defined compile the
+ * same kernels for the host emulation of tests/gpu/emu (there emu.h
+ * replaces the PTX wrappers).
  *
  * Shared-memory tiles hold 128 rows of 128 bf16 (256 bytes) padded to 272
  * bytes per row, so the 8 row addresses of one ldmatrix 8x8 matrix fall in
@@ -35,6 +36,8 @@
 
 #include <stdint.h>
 #include <string.h>
+
+#include <cuda.h> /* CUtensorMap (types only: the project does not link libcuda) */
 
 #include "attention.cuh"
 
@@ -434,6 +437,16 @@ __device__ __forceinline__ void att_store_rows(bf16 *out, size_t rs, unsigned ch
  * aligned. 0, or -1 with a message naming `what`. */
 int attn_check_args(const struct attn_mask *m, int heads, int head_dim, const void *const *ptrs,
                     int n, const char *what, struct gpt_err *e);
+
+/* TMA tensor map (attention_mask.cu) of the bf16 [T][H][128] tensor at p
+ * (q, k, v or dy): dimensions, innermost first, {128, H, T}, byte strides
+ * 256 (head) and H * 256 (token); box {64, 1, 128}: one 64-column panel of
+ * a 128-row tile of one head, 128-byte swizzle (wgmma.cuh's panel layout,
+ * wg_tma_tile); loads only, out of bounds never happens (T a multiple of
+ * 128). p must be 16-byte aligned (attn_check_args). 0, or -1 with a
+ * message naming `what` (the driver lacks the encoder, or it refused). */
+int attn_tmap_tiles(CUtensorMap *map, const void *p, int T, int H, const char *what,
+                    struct gpt_err *e);
 
 /* The start of every backward launcher (attention_bwd.cu): the argument
  * check (attn_check_args), then delta = rowsum(dy * y) into m->delta on

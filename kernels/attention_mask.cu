@@ -1,10 +1,10 @@
 /*
  * attention_mask.cu - mask metadata of spec 5 on the GPU, the host-side
- * work count for FLOP accounting, and the launchers' argument check.
- * See attention.cuh.
+ * work count for FLOP accounting, the launchers' argument check and the
+ * TMA tensor maps of the wgmma kernels' tiles. See attention.cuh.
  *
  * defines: attn_mask_alloc, attn_mask_free, attn_mask_build,
- *          attn_count_work, attn_check_args
+ *          attn_count_work, attn_check_args, attn_tmap_tiles
  *
  * The build is one CTA of 1024 threads (T <= 65536 tokens, at most 64 per
  * thread): each thread counts the eot tokens of its contiguous chunk, a
@@ -21,6 +21,8 @@
  * docs_high, docs_low never decrease, so each set is one run.
  */
 #include <stdio.h>
+
+#include <cudaTypedefs.h>
 
 #include "attention_impl.cuh"
 #include "cuda_check.h"
@@ -208,5 +210,42 @@ int attn_check_args(const struct attn_mask *m, int heads, int head_dim,
 		if (!ptrs[i] || ((uintptr_t)ptrs[i] & 15))
 			return gpt_errf(e, "attention %s: argument %d is %s", what, i + 1,
 			                ptrs[i] ? "not 16-byte aligned" : "NULL");
+	return 0;
+}
+
+/* The driver's cuTensorMapEncodeTiled, through the runtime (the project
+ * does not link libcuda); NULL if the driver lacks it. Looked up once. */
+static PFN_cuTensorMapEncodeTiled_v12000 att_tmap_encoder(void)
+{
+	static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+		void *p = NULL;
+		enum cudaDriverEntryPointQueryResult st;
+		if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000,
+		                                     cudaEnableDefault, &st) != cudaSuccess ||
+		    st != cudaDriverEntryPointSuccess)
+			p = NULL;
+		return (PFN_cuTensorMapEncodeTiled_v12000)p;
+	}();
+	return fn;
+}
+
+/* Built at every launch (a few microseconds of host work; nothing to keep
+ * in step with the pointers). */
+int attn_tmap_tiles(CUtensorMap *map, const void *p, int T, int H, const char *what,
+                    struct gpt_err *e)
+{
+	const PFN_cuTensorMapEncodeTiled_v12000 encode = att_tmap_encoder();
+	if (!encode)
+		return gpt_errf(e, "attention %s: the driver has no cuTensorMapEncodeTiled", what);
+	const cuuint64_t dim[3] = {ATTN_HEAD_DIM, (cuuint64_t)H, (cuuint64_t)T};
+	const cuuint64_t stride[2] = {ATTN_HEAD_DIM * 2, (cuuint64_t)H * ATTN_HEAD_DIM * 2};
+	const cuuint32_t box[3] = {64, 1, ATTN_BLOCK}, estr[3] = {1, 1, 1};
+	const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, (void *)p, dim, stride,
+	                          box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+	                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+	                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+	if (r != CUDA_SUCCESS)
+		return gpt_errf(e, "attention %s: cuTensorMapEncodeTiled failed (CUresult %d)", what,
+		                (int)r);
 	return 0;
 }

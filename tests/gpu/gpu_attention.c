@@ -36,7 +36,11 @@
  * "large"; both backward paths and the reference get the same ones.
  *
  * Output: one line per case and path; a failing output adds a line with
- * its largest error (row, head, dim, got, want) or its first NaN.
+ * its largest error (row, head, dim, got, want) or its first NaN. The fast
+ * path's line ends with 64-bit FNV-1a hashes of its forward outputs (y,
+ * lse) and backward outputs (dq, dk, dv): with the same GPT_SEED, a kernel
+ * change meant to keep the arithmetic shows the same hashes before and
+ * after.
  *
  * Without a GPU, tests/gpu/emu/run.sh runs this program against the same
  * kernels compiled for a host emulation (cases up to T = 512).
@@ -579,6 +583,15 @@ static void run_bwd(struct gpu *g, const struct prob *p, int which, struct bwd_o
 	down(o->dq, g->dq, n), down(o->dk, g->dk, n), down(o->dv, g->dv, n);
 }
 
+/* 64-bit FNV-1a of n bytes at p, continuing from h (start: 0xcbf29ce484222325) */
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 0x100000001b3ull;
+	return h;
+}
+
 static void free_fwd(struct fwd_out *o) { free(o->y), free(o->lse); }
 static void free_bwd(struct bwd_out *o) { free(o->dq), free(o->dk), free(o->dv); }
 
@@ -763,7 +776,12 @@ static void run_case(struct gpu *g, const struct tcfg *c, int id, int full)
 	printf("%s:\n  fast (%s)", tag, attn_has_wgmma() ? "wgmma" : "mma.sync");
 	for (int i = 0; i < NE; i++)
 		printf(" %s %.2e", e_name[i], err_rel(&ef[i]));
-	printf(" | bits %s\n  simple", det_f && det_b ? "repeat" : "DIFFER");
+	uint64_t hf = fnv1a(0xcbf29ce484222325ull, of.y, 2 * n), hb = 0xcbf29ce484222325ull;
+	hf = fnv1a(hf, of.lse, sizeof(float) * nl);
+	for (int i = 0; i < 3; i++)
+		hb = fnv1a(hb, fb[i], 2 * n);
+	printf(" | bits %s, fwd %016llx bwd %016llx\n  simple", det_f && det_b ? "repeat" : "DIFFER",
+	       (unsigned long long)hf, (unsigned long long)hb);
 	for (int i = 0; i < NE; i++)
 		printf(" %s %.2e", e_name[i], err_rel(&es[i]));
 	printf("\n  split ");
