@@ -35,8 +35,8 @@
  * Kernels (128 x 128 tiles = mask blocks, 8 warps, bf16 products with
  * fp32 accumulation, cp.async staging; on compute capability 9.x with
  * sm_90a code, wgmma from 128-byte-swizzled shared memory in two
- * warpgroups: attention_fwd_wg.cu (tiles loaded by TMA on mbarriers),
- * attention_bwd_wg.cu; elsewhere ldmatrix + mma.sync m16n8k16):
+ * warpgroups: attention_fwd_wg.cu, attention_bwd_wg.cu (tiles loaded by
+ * TMA on mbarriers); elsewhere ldmatrix + mma.sync m16n8k16):
  *   forward   one CTA per (query block, head): online softmax over the
  *             visited key blocks, y and lse;
  *   backward  delta = rowsum(dy * y) (fp32), then one CTA per (key block,

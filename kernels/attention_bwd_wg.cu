@@ -42,17 +42,21 @@
  * alignment slack: 227 KB in all, the limit (ATT_BWG_* below).
  * Loads: thread 0 loads the tiles with TMA (cp.async.bulk.tensor, two
  * 64-column boxes with the 128-byte swizzle per tile; tensor maps of q, k,
- * v, dy built by the launcher, kernel parameters): K, V and the first
- * query block's Q and dY complete on stage 0's mbarrier (its phase 0), the
- * Q and dY of query block i (i = 1..n-1) on stage i & 1's, phase i >> 1, for
- * which every thread waits with parity (i >> 1) & 1. lse and delta stay
- * on cp.async (threads 0..63, one 16-byte copy each). Query block i+1's
- * loads are issued at the top of iteration i, after the __syncthreads that
- * ends iteration i-1: every warp finished reading stage (i+1) & 1 (block
- * i-1's: its products waited for, its lse/delta read) before it; the
- * copying threads wait for their lse/delta copies before the __syncthreads
- * that ends iteration i, which publishes them for iteration i+1 (block 0's:
- * a wait and a __syncthreads at i = 0).
+ * v, dy built by the launcher, kernel parameters). Iteration i (i = 0..n-1)
+ * handles query block qb = kb + i from stage i & 1: its Q and dY complete
+ * on that stage's mbarrier, phase i >> 1 (i = 0: K and V too, 128 KB on
+ * stage 0's phase 0), for which every thread waits with parity
+ * (i >> 1) & 1. lse and delta stay on cp.async (threads 0..63, one 16-byte
+ * copy each). Iteration i+1's loads are issued at the top of iteration i,
+ * after the __syncthreads that ends iteration i-1, before which every warp
+ * finished reading stage (i+1) & 1 (iteration i-1's: its products waited
+ * for with wg_wait<0>, its lse/delta read); the wgmma reads and the TMA
+ * writes are both in the async proxy, so no proxy fence is needed (the
+ * forward's and CUTLASS's pipelines do the same). The copying threads wait
+ * for their lse/delta copies before the __syncthreads that ends iteration
+ * i, which publishes them for iteration i+1 (iteration 0's: a wait and a
+ * __syncthreads at i = 0); so, unlike with cp.async tiles, no barrier at
+ * the top of the loop.
  */
 #include "attention_impl.cuh"
 #include "cuda_check.h"

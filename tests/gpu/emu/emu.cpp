@@ -19,7 +19,10 @@
  * threads) as the unit: the warps of a warpgroup, tied to each other by
  * every wgmma, advance together, and one warpgroup runs ahead of the
  * other until a __syncthreads or a wait stops it (with EMU_CP=now, a
- * stage refilled by TMA while the other warpgroup still reads it).
+ * stage refilled by TMA while the other warpgroup still reads it; with
+ * EMU_CP=tma, TMA loads at issue but wgmma and cp.async deferred, also a
+ * refill while the other warpgroup's products that read the stage are
+ * issued but not yet waited for).
  */
 #include "emu.h"
 
@@ -105,6 +108,7 @@ static const std::function<void()> *body;
 static bar block_bar, warp_bar[32], wgrp_bar[8];
 static size_t smem_limit;
 static int cp_defer = 1, sched_warp = 0; /* sched_warp: 0, or the threads of a unit (32, 128) */
+static int tma_defer = 1; /* EMU_CP=tma: 0 (TMA loads at issue), cp_defer 1 */
 
 struct warp_x {
 	uint32_t addr[32], a[32][4], b[32][2];
@@ -279,6 +283,7 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, const void *kernel, std::fun
 		th.resize(1024);
 		const char *m = getenv("EMU_CP");
 		cp_defer = !(m && !strcmp(m, "now"));
+		tma_defer = cp_defer && !(m && !strcmp(m, "tma"));
 		m = getenv("EMU_SCHED");
 		sched_warp = !m ? 0 : !strcmp(m, "warp") ? 32 : !strcmp(m, "wg") ? 128 : 0;
 	}
@@ -409,13 +414,15 @@ void att_flag_wait(const int *p, int v)
  * table keyed by the shared address; the 8 shared bytes hold a marker that
  * every use checks. A barrier initialised by one thread may be used by the
  * others only after a __syncthreads (on the device, after the init fences
- * and a barrier). A TMA load is performed at issue (EMU_CP=now) or kept on
- * its barrier and performed, in issue order, when a thread's wait would
- * block on the phase it belongs to (EMU_CP=defer), so a wait with the
- * wrong parity reads stale shared memory (0xFF: NaN); a phase that never
- * completes leaves its waiters spinning until the scheduler finds a round
- * without progress (deadlock). The block must end with no copy pending and
- * every barrier between phases. */
+ * and a barrier). A TMA load is performed at issue (EMU_CP=now, and
+ * EMU_CP=tma, which defers the rest: a refill of a stage that a wgmma
+ * issued earlier still reads, before its wg_wait, shows up as wrong
+ * results) or kept on its barrier and performed, in issue order, when a
+ * thread's wait would block on the phase it belongs to (EMU_CP=defer), so
+ * a wait with the wrong parity reads stale shared memory (0xFF: NaN); a
+ * phase that never completes leaves its waiters spinning until the
+ * scheduler finds a round without progress (deadlock). The block must end
+ * with no copy pending and every barrier between phases. */
 struct emu_tmap { /* what the emulated encoder stores in a CUtensorMap */
 	uint32_t magic, rank, esize, swizzle;
 	const unsigned char *base;
@@ -592,7 +599,7 @@ void att_tma_load_3d(uint32_t dst, const void *tmap, int c0, int c1, int c2, uin
 		emu_die("cp.async.bulk.tensor: the destination overlaps its mbarrier");
 	mbar_st &b = mbar_get(bar, "cp.async.bulk.tensor");
 	op.dst = dst, op.c[0] = c0, op.c[1] = c1, op.c[2] = c2;
-	if (cp_defer)
+	if (tma_defer)
 		b.ops.push_back(op);
 	else
 		tma_perform(b, op);

@@ -30,10 +30,11 @@
  * out of bounds, with the 128-byte swizzle applied to the shared address
  * (bits 4..6 ^= bits 7..9, destination 1024-byte aligned), written from the
  * PTX ISA independently of wgmma.cuh; they complete their bytes on the
- * barrier at issue (EMU_CP=now) or when a thread's wait on that barrier
- * would block (EMU_CP=defer), so a wait with the wrong parity reads stale
- * data, and a phase that never completes ends in the scheduler's deadlock
- * abort. Shared memory is filled with 0xFF (NaN) at each block start;
+ * barrier at issue (EMU_CP=now, or EMU_CP=tma: TMA loads at issue, every
+ * other asynchronous operation deferred as with EMU_CP=defer) or when a
+ * thread's wait on that barrier would block (EMU_CP=defer), so a wait with
+ * the wrong parity reads stale data, and a phase that never completes ends
+ * in the scheduler's deadlock abort. Shared memory is filled with 0xFF (NaN) at each block start;
  * ldmatrix, cp.async and TMA check alignment and bounds.
  */
 #ifndef EMU_H

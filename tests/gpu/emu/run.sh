@@ -4,16 +4,19 @@
 # the kernels' logic (indexing, fragment layouts, pipelines, masks) on a
 # machine without a GPU. Slow: one coroutine per CUDA thread.
 #   tests/gpu/emu/run.sh [BUILD_DIR]     (after make; needs g++)
-# Runs the program three times: EMU_CP=defer EMU_SCHED=rr (a missing
+# Runs the program four times: EMU_CP=defer EMU_SCHED=rr (a missing
 # cp.async.wait_group or wgmma.wait_group, or an mbarrier wait of the wrong
 # parity, reads stale data), EMU_CP=now EMU_SCHED=warp (a missing
-# __syncthreads lets a warp overwrite a stage others still read) and
+# __syncthreads lets a warp overwrite a stage others still read),
 # EMU_CP=now EMU_SCHED=wg (the same with a warpgroup running ahead of the
-# other, as a TMA refill of a stage does); see emu.h and emu.cpp. Setting
-# EMU_CP or EMU_SCHED runs that one only. Both the mma.sync and the wgmma (Hopper) kernels run:
-# the "fast" rows are the wgmma ones (EMU_NO_WGMMA=1: the mma.sync ones).
+# other, as a TMA refill of a stage does) and EMU_CP=tma EMU_SCHED=wg (TMA
+# loads at issue, wgmma deferred to its wait: a TMA refill of a stage that
+# the other warpgroup's issued products still read); see emu.h and
+# emu.cpp. Setting EMU_CP or EMU_SCHED runs that one only. Both the
+# mma.sync and the wgmma (Hopper) kernels run: the "fast" rows are the
+# wgmma ones (EMU_NO_WGMMA=1: the mma.sync ones).
 # GPT_ATTN_MAX_T (default 512 here) limits the cases to small T;
-# CK_RUN_CASE / CK_RUN_SUITE select tests as usual. About 3 x 3 minutes.
+# CK_RUN_CASE / CK_RUN_SUITE select tests as usual. About 4 x 3 minutes.
 set -eu
 B=${1:-build}
 top=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -39,9 +42,9 @@ if [ -n "${EMU_CP:-}${EMU_SCHED:-}" ]; then
 	exec "$o/gpu_attention"
 fi
 rc=0
-for mode in "defer rr" "now warp" "now wg"; do
+for mode in "defer rr" "now warp" "now wg" "tma wg"; do
 	set -- $mode
-	echo "== emulation: asynchronous copies land at $1, scheduling $2"
+	echo "== emulation: EMU_CP=$1 EMU_SCHED=$2"
 	EMU_CP=$1 EMU_SCHED=$2 "$o/gpu_attention" || rc=1
 done
 exit $rc
