@@ -53,20 +53,6 @@ __device__ __forceinline__ uint32_t wg_pnl(int row, int col)
 	                  (col & 7) * 2);
 }
 
-/* Start the copy of 128 rows x 128 bf16 (row i at g + i * rs elements) into
- * the panel tile at shared address s (1024-byte aligned); nthreads threads
- * (tid < nthreads) share it. */
-template <int NT>
-__device__ __forceinline__ void wg_load_tile(uint32_t s, const bf16 *g, size_t rs, int tid)
-{
-#pragma unroll
-	for (int i = 0; i < 2048 / NT; i++) {
-		int c = tid + i * NT, r = c >> 4, c16 = c & 15;
-		att_cp16(s + (uint32_t)((c16 >> 3) * WG_PANELB + r * 128 + ((c16 & 7) ^ (r & 7)) * 16),
-		         g + (size_t)r * rs + c16 * 8);
-	}
-}
-
 /* Start the TMA load of 128 rows x 128 bf16 into the panel tile at shared
  * address s (1024-byte aligned), completing on the mbarrier at bar (32 KB
  * of transactions, for the caller's arrive_expect_tx): two boxes of a
