@@ -5,11 +5,14 @@
  * defines: qk_norm_rotary_forward, qk_norm_rotary_backward
  *
  * Work item = one (tensor, t, h) head of HD elements, owned by a group of
- * G = HD/8 consecutive lanes of a warp; lane l of the group holds elements
- * 8l..8l+7, so lanes l < G/2 hold the first half (x1) and lane l ^ G/2 the
- * matching second half (x2). Items run q first (tensor 0), then k. Lanes
- * past the last item still take part in the shuffles (they load zeros and
- * store nothing).
+ * G = HD/16 consecutive lanes of a warp; lane l of the group holds the
+ * rotation pairs j = 8l..8l+7: elements j (x1) and j + HD/2 (x2), two
+ * 16-byte accesses each, so a pair meets in one thread. Items run q first
+ * (tensor 0), then k. Lanes past the last item still take part in the
+ * group sum (they load zeros and store nothing). The rotation tables are
+ * loaded with the head, before the sum. (Two lanes per pair, one 16-byte
+ * access each and a shuffle to meet, ran at about half the memory
+ * bandwidth on an H200: a long chain of dependent steps per thread.)
  */
 #include "elem_common.cuh"
 #include "qk_rotary.cuh"
@@ -28,7 +31,8 @@ struct qk_args {
 	float eps;
 };
 
-/* Item of this lane: tensor, token, head; false past the end. */
+/* Item of this thread: tensor, token, head, and its lane in the head's
+ * group of G; false past the end. */
 template <int G>
 __device__ __forceinline__ bool qk_item(const qk_args &a, int &which, int &t, int &h, int &l)
 {
@@ -45,109 +49,155 @@ __device__ __forceinline__ bool qk_item(const qk_args &a, int &which, int &t, in
 	return true;
 }
 
-template <int HD>
+/* The rotation's cos and sin for pairs j0 .. j0 + 7, zero from nf on (no
+ * rotation there). VEC: nf is a multiple of 8 and the tables 16-byte
+ * aligned (so are j0's rows and offsets): two 16-byte loads per table, or
+ * none when the thread has no rotated pair. */
+template <bool VEC>
+__device__ __forceinline__ void qk_tables(const qk_args &a, int t, int j0, float c[8], float s[8])
+{
+	if (VEC) {
+		if (j0 < a.nf) {
+			const float4 *cs = reinterpret_cast<const float4 *>(a.cos_t + (size_t)t * a.nf + j0);
+			const float4 *sn = reinterpret_cast<const float4 *>(a.sin_t + (size_t)t * a.nf + j0);
+			const float4 c0 = cs[0], c1 = cs[1], s0 = sn[0], s1 = sn[1];
+			c[0] = c0.x, c[1] = c0.y, c[2] = c0.z, c[3] = c0.w;
+			c[4] = c1.x, c[5] = c1.y, c[6] = c1.z, c[7] = c1.w;
+			s[0] = s0.x, s[1] = s0.y, s[2] = s0.z, s[3] = s0.w;
+			s[4] = s1.x, s[5] = s1.y, s[6] = s1.z, s[7] = s1.w;
+		} else {
+#pragma unroll
+			for (int e = 0; e < 8; e++)
+				c[e] = s[e] = 0.0f;
+		}
+	} else {
+#pragma unroll
+		for (int e = 0; e < 8; e++) {
+			const bool in = j0 + e < a.nf;
+			c[e] = in ? a.cos_t[(size_t)t * a.nf + j0 + e] : 0.0f;
+			s[e] = in ? a.sin_t[(size_t)t * a.nf + j0 + e] : 0.0f;
+		}
+	}
+}
+
+template <int HD, bool VEC>
 __global__ void __launch_bounds__(QK_THREADS) qk_fwd_kernel(const qk_args a)
 {
-	constexpr int G = HD / 8, HALF = G / 2;
+	constexpr int G = HD / 16;
 	int which, t, h, l;
 	const bool valid = qk_item<G>(a, which, t, h, l);
-	float v[8];
+	float x1[8], x2[8], c[8], s[8];
 #pragma unroll
 	for (int e = 0; e < 8; e++)
-		v[e] = 0.0f;
-	if (valid)
-		bf16x8_load(a.in[which] + t * a.ld_in + h * HD + 8 * l, v);
+		x1[e] = x2[e] = 0.0f;
+	const int j0 = 8 * l;
+	if (valid) {
+		const uint16_t *in = a.in[which] + t * a.ld_in + h * HD + j0;
+		bf16x8_load(in, x1);
+		bf16x8_load(in + HD / 2, x2);
+		qk_tables<VEC>(a, t, j0, c, s);
+	}
 	float ss = 0.0f;
 #pragma unroll
 	for (int e = 0; e < 8; e++)
-		ss += v[e] * v[e];
+		ss += x1[e] * x1[e];
+#pragma unroll
+	for (int e = 0; e < 8; e++)
+		ss += x2[e] * x2[e];
 	ss = group_sum<G>(ss);
 	const float rs = 1.0f / sqrtf(ss / (float)HD + a.eps);
-#pragma unroll
-	for (int e = 0; e < 8; e++)
-		v[e] *= rs;
-	float p[8];
-#pragma unroll
-	for (int e = 0; e < 8; e++)
-		p[e] = __shfl_xor_sync(0xffffffffu, v[e], HALF);
 	if (!valid)
 		return;
-	const bool first = l < HALF;
-	const int j0 = 8 * (first ? l : l - HALF);
-	const float *cs = a.cos_t + (size_t)t * a.nf, *sn = a.sin_t + (size_t)t * a.nf;
 #pragma unroll
 	for (int e = 0; e < 8; e++) {
-		const int j = j0 + e;
-		if (j < a.nf) {
-			const float c = cs[j], s = sn[j];
-			v[e] = first ? v[e] * c + p[e] * s : -p[e] * s + v[e] * c;
+		const float v1 = x1[e] * rs, v2 = x2[e] * rs;
+		if (j0 + e < a.nf) {
+			x1[e] = v1 * c[e] + v2 * s[e];
+			x2[e] = -v1 * s[e] + v2 * c[e];
+		} else {
+			x1[e] = v1, x2[e] = v2;
 		}
 	}
-	bf16x8_store(a.out[which] + t * a.ld_out + h * HD + 8 * l, v);
+	uint16_t *out = a.out[which] + t * a.ld_out + h * HD + j0;
+	bf16x8_store(out, x1);
+	bf16x8_store(out + HD / 2, x2);
 	if (l == 0 && a.rstd_out[which])
 		a.rstd_out[which][(size_t)t * a.H + h] = rs;
 }
 
-template <int HD>
+template <int HD, bool VEC>
 __global__ void __launch_bounds__(QK_THREADS) qk_bwd_kernel(const qk_args a)
 {
-	constexpr int G = HD / 8, HALF = G / 2;
+	constexpr int G = HD / 16;
 	int which, t, h, l;
 	const bool valid = qk_item<G>(a, which, t, h, l);
-	float d[8], xh[8];
+	float d1[8], d2[8], x1[8], x2[8], c[8], s[8];
 	float rs = 0.0f;
 #pragma unroll
 	for (int e = 0; e < 8; e++)
-		d[e] = xh[e] = 0.0f;
+		d1[e] = d2[e] = x1[e] = x2[e] = 0.0f;
+	const int j0 = 8 * l;
 	if (valid) {
-		bf16x8_load(a.in[which] + t * a.ld_in + h * HD + 8 * l, d);
-		bf16x8_load(a.x[which] + t * a.ld_x + h * HD + 8 * l, xh);
+		const uint16_t *din = a.in[which] + t * a.ld_in + h * HD + j0;
+		const uint16_t *xin = a.x[which] + t * a.ld_x + h * HD + j0;
+		bf16x8_load(din, d1);
+		bf16x8_load(din + HD / 2, d2);
+		bf16x8_load(xin, x1);
+		bf16x8_load(xin + HD / 2, x2);
 		rs = a.rstd[which][(size_t)t * a.H + h];
-	}
-	float p[8];
+		qk_tables<VEC>(a, t, j0, c, s);
 #pragma unroll
-	for (int e = 0; e < 8; e++)
-		p[e] = __shfl_xor_sync(0xffffffffu, d[e], HALF);
-	const bool first = l < HALF;
-	const int j0 = 8 * (first ? l : l - HALF);
-	if (valid) {
-		const float *cs = a.cos_t + (size_t)t * a.nf, *sn = a.sin_t + (size_t)t * a.nf;
-#pragma unroll
-		for (int e = 0; e < 8; e++) {
-			const int j = j0 + e;
-			if (j < a.nf) {
-				const float c = cs[j], s = sn[j];
-				d[e] = first ? d[e] * c - p[e] * s : p[e] * s + d[e] * c;
+		for (int e = 0; e < 8; e++)
+			if (j0 + e < a.nf) {
+				const float g1 = d1[e] * c[e] - d2[e] * s[e];
+				const float g2 = d1[e] * s[e] + d2[e] * c[e];
+				d1[e] = g1, d2[e] = g2;
 			}
-		}
 	}
 	float dot = 0.0f;
 #pragma unroll
 	for (int e = 0; e < 8; e++) {
-		xh[e] *= rs;
-		dot += d[e] * xh[e];
+		x1[e] *= rs;
+		dot += d1[e] * x1[e];
+	}
+#pragma unroll
+	for (int e = 0; e < 8; e++) {
+		x2[e] *= rs;
+		dot += d2[e] * x2[e];
 	}
 	const float m = group_sum<G>(dot) / (float)HD;
 	if (!valid)
 		return;
 #pragma unroll
-	for (int e = 0; e < 8; e++)
-		d[e] = rs * (d[e] - xh[e] * m);
-	bf16x8_store(a.out[which] + t * a.ld_out + h * HD + 8 * l, d);
+	for (int e = 0; e < 8; e++) {
+		d1[e] = rs * (d1[e] - x1[e] * m);
+		d2[e] = rs * (d2[e] - x2[e] * m);
+	}
+	uint16_t *out = a.out[which] + t * a.ld_out + h * HD + j0;
+	bf16x8_store(out, d1);
+	bf16x8_store(out + HD / 2, d2);
 }
 
 /* ------------------------------------------------------------------------
  * Launchers
  */
-#define QK_DISPATCH(KERNEL, HD, args)                                                    \
+#define QK_DISPATCH_V(KERNEL, HD, VEC, args)                                             \
 	do {                                                                             \
 		switch (HD) {                                                            \
-		case 16: KERNEL<16><<<blocks, QK_THREADS, 0, s>>>(args); break;         \
-		case 32: KERNEL<32><<<blocks, QK_THREADS, 0, s>>>(args); break;         \
-		case 64: KERNEL<64><<<blocks, QK_THREADS, 0, s>>>(args); break;         \
-		case 128: KERNEL<128><<<blocks, QK_THREADS, 0, s>>>(args); break;       \
-		default: KERNEL<256><<<blocks, QK_THREADS, 0, s>>>(args); break;        \
+		case 16: KERNEL<16, VEC><<<blocks, QK_THREADS, 0, s>>>(args); break;    \
+		case 32: KERNEL<32, VEC><<<blocks, QK_THREADS, 0, s>>>(args); break;    \
+		case 64: KERNEL<64, VEC><<<blocks, QK_THREADS, 0, s>>>(args); break;    \
+		case 128: KERNEL<128, VEC><<<blocks, QK_THREADS, 0, s>>>(args); break;  \
+		default: KERNEL<256, VEC><<<blocks, QK_THREADS, 0, s>>>(args); break;   \
 		}                                                                        \
+	} while (0)
+#define QK_DISPATCH(KERNEL, HD, args)                                                    \
+	do {                                                                             \
+		if ((args).nf % 8 == 0 && is_aligned16((args).cos_t) &&                 \
+		    is_aligned16((args).sin_t))                                          \
+			QK_DISPATCH_V(KERNEL, HD, true, args);                           \
+		else                                                                     \
+			QK_DISPATCH_V(KERNEL, HD, false, args);                          \
 	} while (0)
 
 static void qk_check(const char *fn, int T, int H, int hd, int nf, const float *cos_t,
@@ -181,7 +231,7 @@ static unsigned qk_blocks(const qk_args &a, int hd)
 {
 	KREQUIRE((long long)a.T * a.H < 0x7fffffffLL, "T * H = %lld too large",
 	         (long long)a.T * a.H);
-	long long threads = (long long)a.ntensors * a.T * a.H * (hd / 8);
+	long long threads = (long long)a.ntensors * a.T * a.H * (hd / 16);
 	long long blocks = (threads + QK_THREADS - 1) / QK_THREADS;
 	KREQUIRE(blocks < 0x7fffffffLL, "grid too large");
 	return (unsigned)blocks;

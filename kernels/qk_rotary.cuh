@@ -23,8 +23,8 @@
  * hd in {16, 32, 64, 128, 256}; 0 <= nf <= hd/2; ld values multiples of
  * 8; every pointer 16-byte aligned. Outputs may alias their inputs (same
  * pointer and ld): each head is read whole before it is written. A group
- * of hd/8 lanes owns one head (16-byte accesses); the pair (j, j+hd/2)
- * meets through one shuffle; sums run in a fixed order.
+ * of hd/16 lanes owns one head, a lane 8 pairs (j, j+hd/2) (16-byte
+ * accesses); sums run in a fixed order.
  */
 #ifndef GPT_QK_ROTARY_CUH
 #define GPT_QK_ROTARY_CUH
