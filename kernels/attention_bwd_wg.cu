@@ -27,14 +27,19 @@
  * contributor stores them, the middle ones add them with red.global.add
  * .v4.f32, the last reads the sum (one contributor at a time per element,
  * in flag order, so the sums are the same on every run). A contributor
- * releases its flag at the next query block's first slice, by thread 0's
- * st.release.gpu after a CTA barrier: the barrier orders every thread's
+ * releases its flag right after the barrier that ends its iteration over
+ * the query block, by thread 0's st.release.gpu: the barrier orders every thread's
  * reductions before thread 0's release, and a release is cumulative in the
  * PTX memory model, so the flag's reader (ld.acquire.gpu, then a barrier)
  * sees all of them; no per-thread fence (the pattern of CUTLASS's
  * semaphore and generic barrier). Measured on an H200 (GPT_SEED=7 bench,
  * W = 14): a __threadfence() in every thread before the barrier cost 2.8%
  * of fwd+bwd (2.462 against 2.394 ms), fence.acq_rel.gpu the same.
+ * (Until session 6 the release waited for the next query block's first
+ * slice barrier, half an iteration later, and the next contributor with
+ * it. Timing experiments with wrong results, GPT_SEED=7 bench, W = 14:
+ * fwd+bwd 2.333-2.377 ms; without the middle contributors' reductions
+ * 2.180; without the flag waits as well 1.992; without dQ at all 1.829.)
  * Shared memory: K, V, two stages of Q and dY (6 x 32 KB panel tiles), a
  * dS^T stage per slice (2 x 16 KB, so one barrier per slice: writing one
  * never waits for the other's readers), lse and delta (2 stages of 2 x 512
@@ -160,7 +165,6 @@ attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restric
 		for (int e = 0; e < 4; e++)
 			dka[d][e] = dva[d][e] = 0.f;
 
-	int pend = -1, pendv = 0; /* flag to release at the next slice 0, and its value */
 	for (int i = 0; i < n; i++) {
 		const int qb = kb + i, st = i & 1;
 		if (i + 1 < n) {
@@ -263,9 +267,7 @@ attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restric
 			/* dS^T to this slice's stage: free, since every warp waited for
 			 * its dQ products of the previous query block before that
 			 * block's last barrier. At slice 0 thread 0 waits for this
-			 * block's flag before the barrier and releases the previous
-			 * block's after it (every thread's reductions of that block
-			 * precede the barrier) */
+			 * block's flag before the barrier */
 			unsigned char *gSt = gS + sl * 128 * 128;
 #pragma unroll
 			for (int kq = 0; kq < 4; kq++)
@@ -282,10 +284,6 @@ attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restric
 					att_flag_store(semh + qb, 0);
 			}
 			__syncthreads(); /* the stage is written; thread 0 holds the flag */
-			if (sl == 0 && tid == 0 && pend >= 0)
-				att_flag_release(semh + pend, pendv);
-			if (sl == 0)
-				pend = -1;
 			float dqa[8][4];
 			wg_fence();
 #pragma unroll
@@ -333,16 +331,16 @@ attn_bwd_wg_kernel(bf16 *__restrict__ dq, bf16 *__restrict__ dk, bf16 *__restric
 					att_red_add4(gacc + 128 * f, dqa[f][0], dqa[f][1], dqa[f][2], dqa[f][3]);
 			}
 		}
-		if (!last)
-			pend = qb, pendv = qb - kb + 1;
 		att_cp_wait<0>(); /* block i+1's lse and delta, published by the barrier */
 		/* every warp's products of block i are done (wg_wait<0> above): its
 		 * stage is free; after the last block every load was waited for
 		 * and the tiles are free for the dk, dv staging below */
 		__syncthreads();
+		/* every thread's dQ reductions of block i precede that barrier:
+		 * the next contributor may go */
+		if (tid == 0 && !last)
+			att_flag_release(semh + qb, qb - kb + 1);
 	}
-	if (pend >= 0 && tid == 0)
-		att_flag_release(semh + pend, pendv);
 
 	/* dk, dv: the warp's 16 key rows, staged through padded rows (the tiles
 	 * are free) */
