@@ -345,6 +345,7 @@ START_TEST(mlp_small)
 	run_shape(128, 256, 64);
 	run_shape(256, 512, 128);
 	run_shape(256, 512, 192);
+	run_shape(128, 512, 512); /* 8 steps a tile: the consumers block with steps in flight */
 #ifndef GPT_EMU
 	run_shape(384, 768, 320);
 #endif
