@@ -171,6 +171,12 @@ __device__ __forceinline__ void att_mbar_arrive_expect_tx(uint32_t bar, uint32_t
 	             "r"(bytes)
 	             : "memory");
 }
+/* A plain arrival (no transaction bytes): the consumers' release of a
+ * stage in a producer/consumer pipeline (mlp_gemm.cu's empty barriers). */
+__device__ __forceinline__ void att_mbar_arrive(uint32_t bar)
+{
+	asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
 __device__ __forceinline__ void att_mbar_wait(uint32_t bar, int parity)
 {
 	uint32_t done;
@@ -198,6 +204,16 @@ __device__ __forceinline__ void att_tma_load_3d(uint32_t dst, const void *tmap, 
 	asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
 	             " [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
 	             "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+	             : "memory");
+}
+
+/* The same for a tensor map of rank 2: the box at (c0, c1). */
+__device__ __forceinline__ void att_tma_load_2d(uint32_t dst, const void *tmap, int c0, int c1,
+                                                uint32_t bar)
+{
+	asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+	             " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+	             "l"(tmap), "r"(c0), "r"(c1), "r"(bar)
 	             : "memory");
 }
 

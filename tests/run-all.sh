@@ -6,7 +6,8 @@
 # CLI tests: every tests/cli/*.sh, run with build/bin first on PATH; each
 # prints "ok"/"FAIL" lines through tests/cli/lib.sh.
 # Emulated attention kernels: tests/gpu/gpu_attention.c against kernels/attention_*
-# compiled for the host emulation (run_emu below).
+# compiled for the host emulation (run_emu below); the same for
+# tests/gpu/gpu_mlp.c and kernels/mlp_gemm.cu (run_emu_mlp).
 # GPU tests: every build/tests/gpu_* binary and tests/gpu/*.sh script (make check-gpu).
 # all: unit, cli and emu.
 set -u
@@ -98,12 +99,36 @@ run_emu() {
 	[ $(($2 + $3)) -eq 0 ] || failures+=("emu")
 }
 
+# The fused MLP products (kernels/mlp_gemm.cu) in the host emulation: the
+# four modes of tests/gpu/emu/run-mlp.sh, about 40 s.
+run_emu_mlp() {
+	local out n p=0 f=0
+	if ! command -v "${CXX:-g++}" >/dev/null; then
+		echo "emu-mlp: skipped (needs g++)"
+		return
+	fi
+	out=$(tests/gpu/emu/run-mlp.sh "$B" 2>&1)
+	printf '%s\n' "$out" | grep -E '^  FAIL |^[^:]+:[0-9]+:[EF]:|^emu: ' | sed 's|^|emu-mlp: |'
+	n=$(printf '%s\n' "$out" | sed -n 's/.*Checks: \([0-9]*\), Failures: \([0-9]*\), Errors: \([0-9]*\).*/\1 \2 \3/p')
+	if [ "$(printf '%s\n' "$n" | grep -c .)" -ne 4 ]; then
+		printf '%s\n' "$out" | tail -20
+		failed=$((failed + 1)); failures+=("emu-mlp (no result)")
+		return
+	fi
+	while read -r c x y; do
+		p=$((p + c - x - y)); f=$((f + x + y))
+	done <<< "$n"
+	echo "emu-mlp (fused MLP products, host emulation, 4 modes): $p passed, $f failed"
+	passed=$((passed + p)); failed=$((failed + f))
+	[ "$f" -eq 0 ] || failures+=("emu-mlp")
+}
+
 case $what in
 unit) run_unit ;;
 cli) run_cli ;;
-emu) run_emu ;;
+emu) run_emu; run_emu_mlp ;;
 gpu) run_gpu ;;
-all) run_unit; run_cli; run_emu ;;
+all) run_unit; run_cli; run_emu; run_emu_mlp ;;
 *) echo "run-all.sh: unknown suite '$what'" >&2; exit 2 ;;
 esac
 

@@ -528,7 +528,8 @@ static void tma_perform(mbar_st &b, const tma_op &op)
 {
 	const emu_tmap &m = op.map;
 	uint32_t n = 0;
-	for (uint32_t z = 0; z < m.box[2]; z++)
+	const uint32_t bz = m.rank > 2 ? m.box[2] : 1; /* rank 2: one plane, c[2] = 0 */
+	for (uint32_t z = 0; z < bz; z++)
 		for (uint32_t y = 0; y < m.box[1]; y++)
 			for (uint32_t x = 0; x < m.box[0]; x++, n++) {
 				/* element n of the box, row-major, innermost dimension first */
@@ -538,7 +539,7 @@ static void tma_perform(mbar_st &b, const tma_op &op)
 				if (m.swizzle == CU_TENSOR_MAP_SWIZZLE_128B)
 					a ^= ((a >> 7) & 7) << 4;
 				if (g0 < 0 || g1 < 0 || g2 < 0 || (uint64_t)g0 >= m.dim[0] ||
-				    (uint64_t)g1 >= m.dim[1] || (uint64_t)g2 >= m.dim[2])
+				    (uint64_t)g1 >= m.dim[1] || (uint64_t)g2 >= (m.rank > 2 ? m.dim[2] : 1))
 					memset(emu_shared + a, 0, m.esize); /* out of bounds: zeros */
 				else
 					memcpy(emu_shared + a,
@@ -555,6 +556,15 @@ void att_mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes)
 	if (b.pending == 0)
 		emu_die("mbarrier.arrive: every arrival of the phase has happened");
 	b.tx += bytes; /* expect-tx, then the arrival */
+	b.pending--;
+	mbar_tx(b, 0);
+}
+
+void att_mbar_arrive(uint32_t bar)
+{
+	mbar_st &b = mbar_get(bar, "mbarrier.arrive");
+	if (b.pending == 0)
+		emu_die("mbarrier.arrive: every arrival of the phase has happened");
 	b.pending--;
 	mbar_tx(b, 0);
 }
@@ -578,19 +588,21 @@ void att_mbar_wait(uint32_t bar, int parity)
 	progress++;
 }
 
-void att_tma_load_3d(uint32_t dst, const void *tmap, int c0, int c1, int c2, uint32_t bar)
+static void tma_load(uint32_t dst, const void *tmap, int rank, int c0, int c1, int c2,
+                     uint32_t bar)
 {
 	tma_op op;
 	memcpy(&op.map, tmap, sizeof op.map);
 	const emu_tmap &m = op.map;
 	if (m.magic != TMAP_MAGIC)
 		emu_die("cp.async.bulk.tensor: not a tensor map from cuTensorMapEncodeTiled");
-	if (m.rank != 3)
-		emu_die("cp.async.bulk.tensor.3d: the tensor map is not of rank 3");
-	for (int i = 1; i < 3; i++)
+	if ((int)m.rank != rank)
+		emu_die(rank == 3 ? "cp.async.bulk.tensor.3d: the tensor map is not of rank 3"
+		                  : "cp.async.bulk.tensor.2d: the tensor map is not of rank 2");
+	for (int i = 0; i < rank; i++)
 		if (m.estr[i] != 1)
 			emu_die("cp.async.bulk.tensor: element strides other than 1 are not emulated");
-	const uint32_t bytes = m.box[0] * m.box[1] * m.box[2] * m.esize;
+	const uint32_t bytes = m.box[0] * m.box[1] * (rank > 2 ? m.box[2] : 1) * m.esize;
 	check_smem(dst, bytes, "cp.async.bulk.tensor");
 	if (m.swizzle == CU_TENSOR_MAP_SWIZZLE_128B ? dst % 1024 : dst % 128)
 		emu_die("cp.async.bulk.tensor: shared destination not 1024-byte (128-byte swizzle) "
@@ -603,6 +615,15 @@ void att_tma_load_3d(uint32_t dst, const void *tmap, int c0, int c1, int c2, uin
 		b.ops.push_back(op);
 	else
 		tma_perform(b, op);
+}
+
+void att_tma_load_3d(uint32_t dst, const void *tmap, int c0, int c1, int c2, uint32_t bar)
+{
+	tma_load(dst, tmap, 3, c0, c1, c2, bar);
+}
+void att_tma_load_2d(uint32_t dst, const void *tmap, int c0, int c1, uint32_t bar)
+{
+	tma_load(dst, tmap, 2, c0, c1, 0, bar);
 }
 
 /* The emulated cuTensorMapEncodeTiled: the documented argument checks

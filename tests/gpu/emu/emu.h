@@ -155,7 +155,9 @@ inline void att_flag_store(int *p, int v) { *p = v; }
 void att_mbar_init(uint32_t bar, int count);
 void att_mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes);
 void att_mbar_wait(uint32_t bar, int parity);
+void att_mbar_arrive(uint32_t bar);
 void att_tma_load_3d(uint32_t dst, const void *tmap, int c0, int c1, int c2, uint32_t bar);
+void att_tma_load_2d(uint32_t dst, const void *tmap, int c0, int c1, uint32_t bar);
 
 /* Runs fn as every thread of every block, blocks one after another. A
  * kernel launched with more than 48 KB of dynamic shared memory must have
