@@ -335,14 +335,18 @@ static int mlp_launch(int bt, uint16_t *out, uint16_t *act, const uint16_t *uin,
 	int grid = mlp_ctas_override ? mlp_ctas_override : mlp_device_sms();
 	if (grid > tiles)
 		grid = tiles;
-	if (bt) {
+	/* every launch: the attribute is per device, and a process may drive
+	 * several */
+	if (bt)
 		CUDA_CHECK(cudaFuncSetAttribute(mlp_gemm_kernel<1>,
 		                                cudaFuncAttributeMaxDynamicSharedMemorySize, MLP_SMEM));
+	else
+		CUDA_CHECK(cudaFuncSetAttribute(mlp_gemm_kernel<0>,
+		                                cudaFuncAttributeMaxDynamicSharedMemorySize, MLP_SMEM));
+	if (bt) {
 		ATT_LAUNCH(mlp_gemm_kernel<1>, grid, MLP_THREADS, MLP_SMEM, s, tA, tB, (bf16 *)out,
 		           (bf16 *)NULL, (const bf16 *)uin, M, N, K);
 	} else {
-		CUDA_CHECK(cudaFuncSetAttribute(mlp_gemm_kernel<0>,
-		                                cudaFuncAttributeMaxDynamicSharedMemorySize, MLP_SMEM));
 		ATT_LAUNCH(mlp_gemm_kernel<0>, grid, MLP_THREADS, MLP_SMEM, s, tA, tB, (bf16 *)out,
 		           (bf16 *)act, (const bf16 *)NULL, M, N, K);
 	}

@@ -158,7 +158,7 @@ static char first_fail[512];
 
 static double tol_sum(double ref, double mag) { return 0x1p-7 * fabs(ref) + 0x1p-14 * mag; }
 
-/* u and act of the fc product against the reference; 0 or the failures */
+/* u and act of the fc product against the reference (failures counted by EXPECT) */
 static void check_fc(const uint16_t *u, const uint16_t *act, const uint16_t *h,
                      const uint16_t *W, int M, int N, int K, const char *tag)
 {

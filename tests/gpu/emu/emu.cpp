@@ -783,6 +783,8 @@ void emu_wg_mma(float *d, int n, uint64_t da, uint64_t db, const uint32_t *a, in
 	const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	if (nthr % 128)
 		emu_die("wgmma: the block is not made of whole warpgroups");
+	if (n < 8 || n > 256 || n % 8)
+		emu_die("wgmma: N must be a multiple of 8 in 8..256");
 	wg_op op;
 	op.d = d, op.n = n, op.ta = ta, op.tb = tb, op.acc = acc, op.regs = a != NULL;
 	op.da = da, op.db = db;

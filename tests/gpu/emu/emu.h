@@ -19,13 +19,13 @@
  * issuing thread's cp.async.wait_group retires their group (EMU_CP=defer,
  * the default), so a missing wait reads stale shared memory.
  *
- * mbarriers (init, arrive.expect_tx, try_wait.parity) keep their state
+ * mbarriers (init, arrive, arrive.expect_tx, try_wait.parity) keep their state
  * (arrival count, pending arrivals, transaction bytes, phase) in a side
  * table keyed by the shared address, with the PTX ISA's phase semantics
  * (a wait for parity p returns at once unless the current phase has parity
  * p); a barrier is usable by other threads only after a __syncthreads that
  * follows its init, and the block must end between phases. TMA tensor
- * loads (cp.async.bulk.tensor.3d, box of a tensor map built by the
+ * loads (cp.async.bulk.tensor.2d and .3d, box of a tensor map built by the
  * emulated cuTensorMapEncodeTiled, see cuda.h here) copy the box, zeros
  * out of bounds, with the 128-byte swizzle applied to the shared address
  * (bits 4..6 ^= bits 7..9, destination 1024-byte aligned), written from the
