@@ -60,13 +60,33 @@
  *
  * Epilogue, straight from the accumulators to global memory: a thread holds
  * rows g and g + 8 of its warp's 16 (lane = 4 g + t), columns 8 j + 2 t, +1
- * for j = 0..31, written as bf16 pairs (4-byte stores; a warp's store
- * covers 8 rows x 16 bytes). Forward: u = bf16(acc), act = bf16(r * r)
+ * for j = 0..31; the four lanes of a quad swap pairs (mlp_quad_t, four
+ * shuffles per four n-tiles and row) so that each holds 8 consecutive
+ * columns, and store them with 16-byte stores (a warp's store covers 8 rows
+ * x 64 bytes: whole sectors). Forward: u = bf16(acc), act = bf16(r * r)
  * with r = max(u, 0) computed from the rounded u, relu2_fwd_kernel's
- * expression. Backward: g = bf16(acc), x = u (a 4-byte load per pair),
- * du = x > 0 ? bf16(g * 2 * x) : 0, relu2_bwd_kernel's. The epilogue is not
- * overlapped with the same CTA's products (both consumer warpgroups work
- * on one tile); its stores are half-sector writes that L2 merges.
+ * expression. Backward: g = bf16(acc), x = u (16-byte loads, MLP_QB steps
+ * of them issued together), du = x > 0 ? bf16(g * 2 * x) : 0,
+ * relu2_bwd_kernel's. The epilogue is not overlapped with the same CTA's
+ * products (both consumer warpgroups work on one tile).
+ *
+ * Measured on an H200 (session 6; GPT_BENCH=1 CK_RUN_CASE=bench
+ * build/tests/gpu_mlp, M 65536, N 3072, K 768), against cuBLASLt + relu2.cu
+ * (0.39 + 0.19 ms forward, 0.41-0.44 + 0.28 ms backward):
+ *   - without the epilogue (a timing experiment) the products alone run at
+ *     0.364 ms forward (850 TFLOP/s) and 0.403 ms proj dx (767 TFLOP/s),
+ *     ahead of cuBLASLt's 0.389 and 0.438 in the same run;
+ *   - 4-byte pair stores straight from the fragments: 1.046 ms forward,
+ *     0.743 ms backward: the epilogue was the whole cost;
+ *   - the quad transpose and 16-byte stores: 0.563 ms forward (0.966 of
+ *     the unfused 0.583), 0.888 ms backward with its u loads one step at a
+ *     time (1.29 of 0.688); in training (GPT_MLP_GEMM=1 against 0, same
+ *     call) 821 / 928 / 1044 against 804 / 913 / 1026 ms per step at
+ *     W = 1 / 7 / 14. The batched u loads (MLP_QB) came after: emulator
+ *     only, not timed. Hence opt-in (engine_cuda.c). Next: overlap the
+ *     epilogue with the next tile's products (epilogue through shared
+ *     memory and TMA stores, or the two consumer warpgroups on alternate
+ *     tiles).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,6 +157,35 @@ __device__ __forceinline__ uint32_t mlp_dact(uint32_t g, uint32_t x)
 {
 	const float g0 = mlp_lo(g), g1 = mlp_hi(g), x0 = mlp_lo(x), x1 = mlp_hi(x);
 	return att_pack(x0 > 0.0f ? g0 * 2.0f * x0 : 0.0f, x1 > 0.0f ? g1 * 2.0f * x1 : 0.0f);
+}
+
+/* q steps (four n-tiles each) per batch of the proj epilogue's u loads:
+ * 4 spills at the 168-register bound, 2 does not */
+#define MLP_QB 2
+
+/* Transpose within a quad (lanes 4 g .. 4 g + 3 of a warp, t = lane & 3):
+ * lane t holds a[j] = columns 8 (J + j) + 2 t, +1 of its row for the quad's
+ * four n-tiles j = 0..3; it returns columns 8 (J + t) .. + 7, i.e. the
+ * pairs of lanes 0..3 for n-tile J + t, so one 16-byte store per lane
+ * writes them. Round r: lane k sends its a[(k - r) & 3] to lane (k - r) & 3,
+ * which files it as pair k. All 32 lanes call it. */
+__device__ __forceinline__ uint4 mlp_quad_t(uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                            int t, int lane)
+{
+	uint32_t w[4];
+#pragma unroll
+	for (int r = 0; r < 4; r++) {
+		const int si = (t - r) & 3; /* what this lane sends */
+		const uint32_t x = si == 0 ? a0 : si == 1 ? a1 : si == 2 ? a2 : a3;
+		const uint32_t y = __shfl_sync(0xffffffffu, x, (lane & ~3) | ((t + r) & 3));
+		/* y is lane (t + r) & 3's a[t]: pair (t + r) & 3 of n-tile t */
+		const int k = (t + r) & 3;
+#pragma unroll
+		for (int m = 0; m < 4; m++)
+			if (m == k)
+				w[m] = y;
+	}
+	return make_uint4(w[0], w[1], w[2], w[3]);
 }
 #endif
 
@@ -221,34 +270,46 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 		if (lane == 0)
 			att_mbar_arrive(sbar + 32 + 8 * ((i - 1) % MLP_STAGES));
 
+		/* lane t of a quad ends up with 8 consecutive columns (16 bytes)
+		 * of n-tile 4 q + t: mlp_quad_t below */
 		const size_t row = (size_t)m0 + 64 * cw + 16 * wi + g;
-		const size_t o0 = row * N + n0 + 2 * t, o1 = o0 + 8 * (size_t)N;
-		if (!BT) {
+		const size_t o0 = row * N + n0 + 8 * t, o1 = o0 + 8 * (size_t)N;
 #pragma unroll
-			for (int jn = 0; jn < 32; jn++) {
-				const uint32_t u0 = att_pack(d[jn][0], d[jn][1]);
-				const uint32_t u1 = att_pack(d[jn][2], d[jn][3]);
-				*reinterpret_cast<uint32_t *>(out + o0 + 8 * jn) = u0;
-				*reinterpret_cast<uint32_t *>(out + o1 + 8 * jn) = u1;
-				*reinterpret_cast<uint32_t *>(act + o0 + 8 * jn) = mlp_act(u0);
-				*reinterpret_cast<uint32_t *>(act + o1 + 8 * jn) = mlp_act(u1);
-			}
-		} else {
+		for (int q4 = 0; q4 < 8; q4 += MLP_QB) {
+			/* proj: the batch's u vectors first (2 MLP_QB loads in flight) */
+			uint4 x0[MLP_QB], x1[MLP_QB];
+			if (BT) {
 #pragma unroll
-			for (int j8 = 0; j8 < 32; j8 += 8) { /* 16 loads in flight, then 16 stores */
-				uint32_t x0[8], x1[8];
-#pragma unroll
-				for (int jn = 0; jn < 8; jn++) {
-					x0[jn] = *reinterpret_cast<const uint32_t *>(uin + o0 + 8 * (j8 + jn));
-					x1[jn] = *reinterpret_cast<const uint32_t *>(uin + o1 + 8 * (j8 + jn));
+				for (int q = q4; q < q4 + MLP_QB; q++) {
+					x0[q - q4] = *reinterpret_cast<const uint4 *>(uin + o0 + 32 * q);
+					x1[q - q4] = *reinterpret_cast<const uint4 *>(uin + o1 + 32 * q);
 				}
+			}
 #pragma unroll
-				for (int jn = 0; jn < 8; jn++) {
-					const float *a = d[j8 + jn];
-					*reinterpret_cast<uint32_t *>(out + o0 + 8 * (j8 + jn)) =
-						mlp_dact(att_pack(a[0], a[1]), x0[jn]);
-					*reinterpret_cast<uint32_t *>(out + o1 + 8 * (j8 + jn)) =
-						mlp_dact(att_pack(a[2], a[3]), x1[jn]);
+			for (int q = q4; q < q4 + MLP_QB; q++) {
+				uint4 v0 = mlp_quad_t(att_pack(d[4 * q][0], d[4 * q][1]),
+				                      att_pack(d[4 * q + 1][0], d[4 * q + 1][1]),
+				                      att_pack(d[4 * q + 2][0], d[4 * q + 2][1]),
+				                      att_pack(d[4 * q + 3][0], d[4 * q + 3][1]), t, lane);
+				uint4 v1 = mlp_quad_t(att_pack(d[4 * q][2], d[4 * q][3]),
+				                      att_pack(d[4 * q + 1][2], d[4 * q + 1][3]),
+				                      att_pack(d[4 * q + 2][2], d[4 * q + 2][3]),
+				                      att_pack(d[4 * q + 3][2], d[4 * q + 3][3]), t, lane);
+				uint4 *p0 = reinterpret_cast<uint4 *>(out + o0 + 32 * q);
+				uint4 *p1 = reinterpret_cast<uint4 *>(out + o1 + 32 * q);
+				if (!BT) {
+					*p0 = v0;
+					*p1 = v1;
+					*reinterpret_cast<uint4 *>(act + o0 + 32 * q) = make_uint4(
+						mlp_act(v0.x), mlp_act(v0.y), mlp_act(v0.z), mlp_act(v0.w));
+					*reinterpret_cast<uint4 *>(act + o1 + 32 * q) = make_uint4(
+						mlp_act(v1.x), mlp_act(v1.y), mlp_act(v1.z), mlp_act(v1.w));
+				} else {
+					const uint4 a0 = x0[q - q4], a1 = x1[q - q4];
+					*p0 = make_uint4(mlp_dact(v0.x, a0.x), mlp_dact(v0.y, a0.y),
+					                 mlp_dact(v0.z, a0.z), mlp_dact(v0.w, a0.w));
+					*p1 = make_uint4(mlp_dact(v1.x, a1.x), mlp_dact(v1.y, a1.y),
+					                 mlp_dact(v1.z, a1.z), mlp_dact(v1.w, a1.w));
 				}
 			}
 		}

@@ -63,7 +63,12 @@
  * attention's residual add together with the MLP's norm; the backward
  * computes a layer's first norm's backward together with the lambda mix's,
  * the U-net skip's and the add of the skip gradient into the previous
- * (encoder) layer's output gradient (block_in_backward).
+ * (encoder) layer's output gradient (block_in_backward). The MLP's fc
+ * product writes u and relu^2(u) in one kernel, and its proj dx product
+ * applies relu^2's backward as it stores, when GPT_MLP_GEMM=1 asks for
+ * it (kernels/mlp_gemm.cuh: Hopper only, record-like shapes; still slower
+ * than cuBLASLt plus relu2.cu's passes, which run otherwise: the same bits
+ * up to the products' summation order).
  *
  * One stream, one gemm_ctx; micro() synchronises once at its end to read
  * the loss (one float); update() and zero_grad() only queue work. Every
@@ -94,6 +99,7 @@
 #include "gemm.cuh"
 #include "head_loss.cuh"
 #include "mix.cuh"
+#include "mlp_gemm.cuh"
 #include "muon.cuh"
 #include "qk_rotary.cuh"
 #include "relu2.cuh"
@@ -128,6 +134,7 @@ struct cuda_engine {
 	int D, F, V, H, hd, L, NV, nf, Tmax; /* Tmax: max_T rounded up to 128 */
 	float eps;
 	int has_attn;
+	int mlp_fused; /* the MLP's products with relu^2 fused (mlp_gemm.cuh) where they apply */
 	/* layouts */
 	size_t *doff;  /* [n] padded table layout */
 	size_t dtotal;
@@ -526,9 +533,12 @@ static int forward(struct cuda_engine *c, int Tp, int window, struct gpt_err *e)
 		}
 		uint16_t *act = a->act ? a->act : c->big;
 		prof_mark(c, PK_GEMM_FWD);
-		gemm_fwd(c->gm, a->u, mlp_norm_out(c, l), W16(c, a->fc), Tp, F, D);
-		prof_mark(c, PK_ELEM);
-		relu2_forward(act, a->u, (size_t)Tp * F, s);
+		if (!c->mlp_fused ||
+		    mlp_fc_relu2_forward(a->u, act, mlp_norm_out(c, l), W16(c, a->fc), Tp, F, D, s)) {
+			gemm_fwd(c->gm, a->u, mlp_norm_out(c, l), W16(c, a->fc), Tp, F, D);
+			prof_mark(c, PK_ELEM);
+			relu2_forward(act, a->u, (size_t)Tp * F, s);
+		}
 		prof_mark(c, PK_GEMM_FWD);
 		gemm_fwd(c->gm, c->tmp, act, W16(c, a->proj), Tp, D, F);
 		prof_mark(c, PK_NORM); /* the layer's output = rmid + MLP, and the next input side */
@@ -594,9 +604,11 @@ static int backward(struct cuda_engine *c, int T, int Tp, struct gpt_err *e)
 		}
 		prof_mark(c, PK_GEMM_BWD);
 		gemm_bwd_dw(gm, G32(c, a->proj), c->dx, act, Tp, D, F, 1.0f);
-		gemm_bwd_dx(gm, c->du, c->dx, W16(c, a->proj), Tp, D, F, 0.0f);
-		prof_mark(c, PK_ELEM);
-		relu2_backward(c->du, c->du, a->u, (size_t)Tp * F, s);
+		if (!c->mlp_fused || mlp_proj_dx_relu2(c->du, c->dx, W16(c, a->proj), a->u, Tp, F, D, s)) {
+			gemm_bwd_dx(gm, c->du, c->dx, W16(c, a->proj), Tp, D, F, 0.0f);
+			prof_mark(c, PK_ELEM);
+			relu2_backward(c->du, c->du, a->u, (size_t)Tp * F, s);
+		}
 		prof_mark(c, PK_GEMM_BWD);
 		gemm_bwd_dw(gm, G32(c, a->fc), c->du, h2, Tp, F, D, 1.0f);
 		gemm_bwd_dx(gm, c->dh, c->du, W16(c, a->fc), Tp, F, D, 0.0f);
@@ -1307,6 +1319,10 @@ struct engine *engine_cuda_create(const struct gpt_config *cfg, const float *w, 
 	 * GPT_CUDA_RECOMPUTE=1 asks to trade that time for memory */
 	const char *rc_env = getenv("GPT_CUDA_RECOMPUTE");
 	const int keep = train && !(rc_env && *rc_env && strcmp(rc_env, "0"));
+	/* GPT_MLP_GEMM=1: the fused MLP products (slower than cuBLASLt and
+	 * relu2.cu's passes so far: opt-in, see mlp_gemm.cu) */
+	const char *mg_env = getenv("GPT_MLP_GEMM");
+	c->mlp_fused = mg_env && *mg_env && strcmp(mg_env, "0");
 #define ALLOC(p, bytes) ok = ok && ((p) = dalloc(c, (bytes))) != NULL
 	CUDA_CHECK(cudaStreamCreateWithFlags(&c->s, cudaStreamNonBlocking));
 	ALLOC(c->w32, sizeof(float) * c->dtotal);

@@ -113,6 +113,7 @@ static int tma_defer = 1; /* EMU_CP=tma: 0 (TMA loads at issue), cp_defer 1 */
 struct warp_x {
 	uint32_t addr[32], a[32][4], b[32][2];
 	float c[32][4], f[32];
+	uint32_t u[32];
 };
 static warp_x wx[32];
 
@@ -169,6 +170,17 @@ float __shfl_xor_sync(unsigned, float v, int m)
 	wx[w].f[lane] = v;
 	warp_sync();
 	float r = wx[w].f[lane ^ m];
+	warp_sync();
+	return r;
+}
+
+/* Lane src (of the warp, src & 31) gives v; a bit copy. */
+uint32_t __shfl_sync(unsigned, uint32_t v, int src)
+{
+	const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	wx[w].u[lane] = v;
+	warp_sync();
+	uint32_t r = wx[w].u[src & 31];
 	warp_sync();
 	return r;
 }

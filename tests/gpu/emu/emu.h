@@ -84,6 +84,11 @@ inline float4 make_float4(float a, float b, float c, float d)
 	float4 f = {a, b, c, d};
 	return f;
 }
+inline uint4 make_uint4(uint32_t a, uint32_t b, uint32_t c, uint32_t d)
+{
+	uint4 u = {a, b, c, d};
+	return u;
+}
 inline float4 __ldcg(const float4 *p) { return *p; }
 inline void __stcg(float4 *p, float4 v) { *p = v; }
 inline void __threadfence(void) {}
@@ -111,6 +116,7 @@ inline int max(int a, int b) { return a > b ? a : b; }
 void __syncthreads(void);
 void __syncwarp(unsigned mask = 0xffffffffu);
 float __shfl_xor_sync(unsigned mask, float v, int lanemask);
+uint32_t __shfl_sync(unsigned mask, uint32_t v, int src_lane);
 
 uint32_t att_smem(const void *p);
 void att_cp16(uint32_t dst, const void *src);
