@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include <cuda.h> /* CUtensorMap (types only: the project does not link libcuda) */
+#include <cudaTypedefs.h> /* PFN_cuTensorMapEncodeTiled_v12000 (att_tmap_encoder) */
 
 #include "attention.cuh"
 
@@ -453,6 +454,11 @@ __device__ __forceinline__ void att_store_rows(bf16 *out, size_t rs, unsigned ch
  * aligned. 0, or -1 with a message naming `what`. */
 int attn_check_args(const struct attn_mask *m, int heads, int head_dim, const void *const *ptrs,
                     int n, const char *what, struct gpt_err *e);
+
+/* The driver's cuTensorMapEncodeTiled, through the runtime (the project
+ * does not link libcuda); NULL if the driver lacks it. Looked up once
+ * (attention_mask.cu; mlp_gemm.cu's maps use it too). */
+PFN_cuTensorMapEncodeTiled_v12000 att_tmap_encoder(void);
 
 /* TMA tensor map (attention_mask.cu) of the bf16 [T][H][128] tensor at p
  * (q, k, v or dy): dimensions, innermost first, {128, H, T}, byte strides

@@ -213,9 +213,7 @@ int attn_check_args(const struct attn_mask *m, int heads, int head_dim,
 	return 0;
 }
 
-/* The driver's cuTensorMapEncodeTiled, through the runtime (the project
- * does not link libcuda); NULL if the driver lacks it. Looked up once. */
-static PFN_cuTensorMapEncodeTiled_v12000 att_tmap_encoder(void)
+PFN_cuTensorMapEncodeTiled_v12000 att_tmap_encoder(void)
 {
 	static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
 		void *p = NULL;

@@ -323,22 +323,16 @@ extern "C" void mlp_gemm_set_ctas(int n) { mlp_ctas_override = n > 0 ? n : 0; }
 /* The device's SM count, or 0 where the fused kernels cannot run (no
  * sm_90a code in the build, compute capability not 9.x, or the driver has
  * no cuTensorMapEncodeTiled). Decided once per process. */
-static PFN_cuTensorMapEncodeTiled_v12000 mlp_encoder;
 static int mlp_device_sms(void)
 {
 	static int sms = -1;
 	if (sms >= 0)
 		return sms;
 	sms = 0;
-	void *p = NULL;
-	enum cudaDriverEntryPointQueryResult q;
-	if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault,
-	                                     &q) != cudaSuccess ||
-	    q != cudaDriverEntryPointSuccess || !p) {
+	if (!att_tmap_encoder()) {
 		cudaGetLastError();
 		return sms;
 	}
-	mlp_encoder = (PFN_cuTensorMapEncodeTiled_v12000)p;
 #if defined(ATT_EMULATE)
 	sms = 4; /* the host emulation: a few CTAs, several tiles each */
 #elif defined(ATT_WGMMA)
@@ -371,7 +365,7 @@ static int mlp_tmap(CUtensorMap *map, const void *p, int rows, int cols, int br,
 	const cuuint64_t dim[2] = {(cuuint64_t)cols, (cuuint64_t)rows};
 	const cuuint64_t stride[1] = {(cuuint64_t)cols * 2};
 	const cuuint32_t box[2] = {(cuuint32_t)bc, (cuuint32_t)br}, estr[2] = {1, 1};
-	return mlp_encoder(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)p, dim, stride, box,
+	return att_tmap_encoder()(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)p, dim, stride, box,
 	                   estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
 	                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
 	                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS

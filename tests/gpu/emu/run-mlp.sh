@@ -19,12 +19,14 @@ CXX=${CXX:-g++}
 CC=${CC:-cc}
 flags="-O2 -g -DATT_EMULATE -Itests/gpu/emu -Ilib -Ikernels"
 flags="$flags -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -Wno-psabi"
-$CXX -std=c++17 $flags -x c++ -c kernels/mlp_gemm.cu -o "$o/mlp_gemm.o"
+for f in mlp_gemm attention_mask device; do
+	$CXX -std=c++17 $flags -x c++ -c kernels/$f.cu -o "$o/$f.o"
+done
 $CXX -std=c++17 $flags -U_FORTIFY_SOURCE -c tests/gpu/emu/emu.cpp -o "$o/emu.o"
 $CC -std=c11 -D_GNU_SOURCE -DGPT_EMU -O2 -g -Wall -Wextra -Wno-unused-parameter \
 	-Itests/gpu/emu -Ilib -Ikernels -Itests/unit $(pkg-config --cflags check 2>/dev/null) \
 	-c tests/gpu/gpu_mlp.c -o "$o/gpu_mlp.o"
-$CXX -o "$o/gpu_mlp" "$o/gpu_mlp.o" "$o/mlp_gemm.o" "$o/emu.o" "$B/libgpt.a" \
+$CXX -o "$o/gpu_mlp" "$o/gpu_mlp.o" "$o/mlp_gemm.o" "$o/attention_mask.o" "$o/device.o" "$o/emu.o" "$B/libgpt.a" \
 	$(pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm) -lzstd -lm -pthread
 if [ -n "${EMU_CP:-}${EMU_SCHED:-}" ]; then
 	exec "$o/gpu_mlp"
