@@ -218,6 +218,19 @@ __device__ __forceinline__ void att_tma_load_2d(uint32_t dst, const void *tmap, 
 	             : "memory");
 }
 
+/* Tensor copy shared -> global (TMA store, a bulk-group copy: commit and
+ * wait_read / wait as for att_bulk_store): the box of the tensor map at
+ * (c0, c1) from shared memory at src, laid out as att_tma_load_2d would
+ * have written it (with CU_TENSOR_MAP_SWIZZLE_128B, src 1024-byte
+ * aligned); elements outside the tensor are not written. The writing
+ * threads fence with att_fence_async_smem() first. One thread issues it. */
+__device__ __forceinline__ void att_tma_store_2d(const void *tmap, int c0, int c1, uint32_t src)
+{
+	asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(tmap),
+	             "r"(c0), "r"(c1), "r"(src)
+	             : "memory");
+}
+
 /* Orders this thread's generic-proxy accesses to global memory with the
  * async proxy's (bulk copies), both ways. */
 __device__ __forceinline__ void att_fence_async_global(void)

@@ -24,7 +24,7 @@
  * operands in shared memory: 128 fp32 accumulators per thread, four
  * products per 64-deep step, one commit group per step.
  *
- * Shared memory: a ring of 4 stages, each an A tile (128 rows x 64 bf16,
+ * Shared memory: a ring of 3 stages, each an A tile (128 rows x 64 bf16,
  * one 16 KB panel: row r at 128 r, its 16-byte chunk c at c ^ (r & 7), the
  * TMA's 128-byte swizzle, wgmma.cuh's panel layout) and a B tile of 32 KB:
  * K-major, 256 rows of 64 k (one 2D box of 64 x 256); N-major, four 8 KB
@@ -32,7 +32,9 @@
  * Descriptors (PTX ISA canonical layouts, 128-byte swizzle): A and K-major
  * B: SBO = 1024 (8 rows), k16 step = +32 bytes; N-major B: LBO = 8 KB (the
  * next 64 n), SBO = 1024 (the next 8 k rows), k16 step = +16 rows of 128
- * bytes. 4 x 48 KB, the barriers and the alignment slack: 193 KB.
+ * bytes. Then a 32 KB staging buffer per consumer warpgroup (its 64 x 256
+ * bf16 outputs as four 64 x 64 boxes in the same swizzled panel layout).
+ * 3 x 48 KB + 64 KB, the barriers and the alignment slack: 209 KB.
  *
  * Pipeline: per stage a "full" mbarrier (count 1: the producer's
  * arrive.expect_tx of the stage's 48 KB, completed by the TMA) and an
@@ -55,38 +57,36 @@
  * products that read the stage, so the producer's next load of that stage
  * (issued after its wait on the empty phase) cannot overwrite data still
  * being read; no proxy fence is needed (CUTLASS's TMA pipelines rely on the
- * same). The producer runs up to 4 steps ahead, across tile boundaries:
+ * same). The producer runs up to 3 steps ahead, across tile boundaries:
  * the next tile's first stages load while the consumers run the epilogue.
  *
- * Epilogue, straight from the accumulators to global memory: a thread holds
- * rows g and g + 8 of its warp's 16 (lane = 4 g + t), columns 8 j + 2 t, +1
- * for j = 0..31; the four lanes of a quad swap pairs (mlp_quad_t, four
- * shuffles per four n-tiles and row) so that each holds 8 consecutive
- * columns, and store them with 16-byte stores (a warp's store covers 8 rows
- * x 64 bytes: whole sectors). Forward: u = bf16(acc), act = bf16(r * r)
- * with r = max(u, 0) computed from the rounded u, relu2_fwd_kernel's
- * expression. Backward: g = bf16(acc), x = u (16-byte loads, MLP_QB steps
- * of them issued together), du = x > 0 ? bf16(g * 2 * x) : 0,
- * relu2_bwd_kernel's. The epilogue is not overlapped with the same CTA's
- * products (both consumer warpgroups work on one tile).
+ * Epilogue, through shared memory: a thread holds rows g and g + 8 of its
+ * warp's 16 (lane = 4 g + t), columns 8 j + 2 t, +1 for j = 0..31, and
+ * writes each pair to its place in the warpgroup's staging buffer
+ * (mlp_stg_off: conflict-free); after fence.proxy.async and a named barrier
+ * of the warpgroup, its thread 0 stores the four boxes with TMA tensor
+ * stores (bulk groups), which drain while the next tile's products run.
+ * Forward: u = bf16(acc) is staged and stored, then (once the TMA has read
+ * the buffer: wait_group.read) act = bf16(r * r) with r = max(u, 0) from
+ * the rounded u, relu2_fwd_kernel's expression. Backward: the producer
+ * loads the tile's u into the staging buffer by TMA (after the tile's
+ * third step's loads, once the consumer has signalled on ufree[c] that its
+ * previous store has left the buffer; arrival on ufull[c]); each thread
+ * replaces its u pairs in place with du = u > 0 ? bf16(g * 2 * u) : 0,
+ * g = bf16(acc), relu2_bwd_kernel's, and the buffer is stored as du (so
+ * du may be u). Thread 0 of each consumer waits for its last stores to
+ * have been read before the block ends.
  *
- * Measured on an H200 (session 6; GPT_BENCH=1 CK_RUN_CASE=bench
- * build/tests/gpu_mlp, M 65536, N 3072, K 768), against cuBLASLt + relu2.cu
- * (0.39 + 0.19 ms forward, 0.41-0.44 + 0.28 ms backward):
- *   - without the epilogue (a timing experiment) the products alone run at
- *     0.364 ms forward (850 TFLOP/s) and 0.403 ms proj dx (767 TFLOP/s),
- *     ahead of cuBLASLt's 0.389 and 0.438 in the same run;
- *   - 4-byte pair stores straight from the fragments: 1.046 ms forward,
- *     0.743 ms backward: the epilogue was the whole cost;
- *   - the quad transpose and 16-byte stores: 0.563 ms forward (0.966 of
- *     the unfused 0.583), 0.888 ms backward with its u loads one step at a
- *     time (1.29 of 0.688); in training (GPT_MLP_GEMM=1 against 0, same
- *     call) 821 / 928 / 1044 against 804 / 913 / 1026 ms per step at
- *     W = 1 / 7 / 14. The batched u loads (MLP_QB) came after: emulator
- *     only, not timed. Hence opt-in (engine_cuda.c). Next: overlap the
- *     epilogue with the next tile's products (epilogue through shared
- *     memory and TMA stores, or the two consumer warpgroups on alternate
- *     tiles).
+ * Measured on an H200 (GPT_BENCH=1 CK_RUN_CASE=bench build/tests/gpu_mlp,
+ * M 65536, N 3072, K 768; session 7, .carry/s7c2.sh): fc 0.509 ms against
+ * cuBLASLt + relu2 0.404-0.426 + 0.19 ms (0.82-0.85x); proj dx 0.585-0.602
+ * ms against 0.408-0.439 + 0.28 ms (0.84x). Training (bench/train_gpu.sh,
+ * same call): 816.9 / 922.2 / 1038.8 ms per step at W = 1 / 7 / 14 against
+ * 832.7 / 940.4 / 1054.5 with GPT_MLP_GEMM=0. Earlier forms (session 6):
+ * the products alone (no epilogue, 4 stages) 0.364 / 0.403 ms; stores
+ * straight from the registers 1.05 / 0.74 ms (4-byte) and 0.56 / 0.85 ms
+ * (16-byte after a quad transpose); two consumers on alternate 64 x 256
+ * tiles with those stores 0.64 / 0.91 ms.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,20 +105,33 @@
 #define MLP_BM 128
 #define MLP_BN 256
 #define MLP_BK 64
-#define MLP_STAGES 4
+#define MLP_STAGES 3
 #define MLP_THREADS 384                        /* producer warpgroup + 2 consumers */
 #define MLP_ABYTES (MLP_BM * MLP_BK * 2)       /* 16 KB */
 #define MLP_BBYTES (MLP_BN * MLP_BK * 2)       /* 32 KB */
 #define MLP_BOFF (MLP_STAGES * MLP_ABYTES)     /* B stages after the A stages */
-#define MLP_BARS (MLP_STAGES * (MLP_ABYTES + MLP_BBYTES)) /* full[s] at + 8 s, empty[s] + 32 + 8 s */
-#define MLP_SMEM (MLP_BARS + 16 * MLP_STAGES + 1008) /* + the 1024-byte alignment */
+#define MLP_STG (MLP_STAGES * (MLP_ABYTES + MLP_BBYTES)) /* staging: 32 KB per consumer */
+#define MLP_STGBYTES (64 * MLP_BN * 2)         /* a consumer's 64 x 256 bf16 */
+#define MLP_PANEL (64 * 128)                   /* 64 rows x 64 columns, 8 KB */
+#define MLP_BARS (MLP_STG + 2 * MLP_STGBYTES)  /* the mbarriers: see MLP_B_* */
+#define MLP_B_FULL 0                           /* full[s] at 8 s */
+#define MLP_B_EMPTY (8 * MLP_STAGES)           /* empty[s] */
+#define MLP_B_UFULL (16 * MLP_STAGES)          /* ufull[c], c = consumer */
+#define MLP_B_UFREE (16 * MLP_STAGES + 16)     /* ufree[c] */
+#define MLP_SMEM (MLP_BARS + 16 * MLP_STAGES + 32 + 1008) /* + the 1024-byte alignment */
 #define MLP_EMPTY_ARRIVALS 8                   /* one per consumer warp */
 
 #ifdef ATT_HAS_WGMMA
 #ifdef ATT_EMULATE
 template <int R> inline void mlp_setmaxnreg_inc(void) {}
 template <int R> inline void mlp_setmaxnreg_dec(void) {}
+inline void mlp_bar_sync(int id, int n) { emu_bar_sync(id, n); }
 #else
+/* named barrier id of n threads (a consumer warpgroup's own) */
+__device__ __forceinline__ void mlp_bar_sync(int id, int n)
+{
+	asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
 template <int R> __device__ __forceinline__ void mlp_setmaxnreg_inc(void)
 {
 	asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R));
@@ -159,42 +172,24 @@ __device__ __forceinline__ uint32_t mlp_dact(uint32_t g, uint32_t x)
 	return att_pack(x0 > 0.0f ? g0 * 2.0f * x0 : 0.0f, x1 > 0.0f ? g1 * 2.0f * x1 : 0.0f);
 }
 
-/* q steps (four n-tiles each) per batch of the proj epilogue's u loads:
- * 4 spills at the 168-register bound, 2 does not */
-#define MLP_QB 2
-
-/* Transpose within a quad (lanes 4 g .. 4 g + 3 of a warp, t = lane & 3):
- * lane t holds a[j] = columns 8 (J + j) + 2 t, +1 of its row for the quad's
- * four n-tiles j = 0..3; it returns columns 8 (J + t) .. + 7, i.e. the
- * pairs of lanes 0..3 for n-tile J + t, so one 16-byte store per lane
- * writes them. Round r: lane k sends its a[(k - r) & 3] to lane (k - r) & 3,
- * which files it as pair k. All 32 lanes call it. */
-__device__ __forceinline__ uint4 mlp_quad_t(uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                            int t, int lane)
+/* Byte offset in a consumer's staging buffer of the pair (row r, columns
+ * 8 j + 2 t, +1): panel j / 8 (columns 64 (j / 8)..), row r at 128 r, its
+ * 16-byte chunk j % 8 at (j % 8) ^ (r % 8), the TMA's 128-byte swizzle. A
+ * warp's 32 lanes (rows g = r % 8 = 0..7, t = 0..3) hit 32 distinct banks. */
+__device__ __forceinline__ uint32_t mlp_stg_off(int r, int j, int t)
 {
-	uint32_t w[4];
-#pragma unroll
-	for (int r = 0; r < 4; r++) {
-		const int si = (t - r) & 3; /* what this lane sends */
-		const uint32_t x = si == 0 ? a0 : si == 1 ? a1 : si == 2 ? a2 : a3;
-		const uint32_t y = __shfl_sync(0xffffffffu, x, (lane & ~3) | ((t + r) & 3));
-		/* y is lane (t + r) & 3's a[t]: pair (t + r) & 3 of n-tile t */
-		const int k = (t + r) & 3;
-#pragma unroll
-		for (int m = 0; m < 4; m++)
-			if (m == k)
-				w[m] = y;
-	}
-	return make_uint4(w[0], w[1], w[2], w[3]);
+	return (uint32_t)((j >> 3) * MLP_PANEL + r * 128 + ((((j & 7) ^ (r & 7))) << 4) + 4 * t);
 }
 #endif
 
-/* BT = 0: B is [N,K] (fc: out = u, act), 1: B is [K,N] (proj: out = du,
- * uin = u). ta, tb: the tensor maps of A and B (mlp_tmap). */
+/* BT = 0: B is [N,K] (fc: outputs u by tc and act by td), 1: B is [K,N]
+ * (proj: output du by tc, input u by td). ta, tb: the tensor maps of A and
+ * B, tc, td: 64 x 64 boxes of the [M,N] tensors (mlp_tmap). */
 template <int BT>
 __global__ void __launch_bounds__(MLP_THREADS, 1)
 mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb,
-                bf16 *out, bf16 *__restrict__ act, const bf16 *uin, int M, int N, int K)
+                const __grid_constant__ CUtensorMap tc, const __grid_constant__ CUtensorMap td,
+                int M, int N, int K)
 {
 #ifdef ATT_HAS_WGMMA
 	ATT_DYN_SMEM(smem_raw);
@@ -202,24 +197,31 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 	const uint32_t s0 = att_smem(smem), sbar = s0 + MLP_BARS;
 	const int tid = threadIdx.x;
 	const int nt = N / MLP_BN, ntiles = M / MLP_BM * nt, nk = K / MLP_BK;
-	if (tid == 0)
+	if (tid == 0) {
 		for (int st = 0; st < MLP_STAGES; st++) {
-			att_mbar_init(sbar + 8 * st, 1);
-			att_mbar_init(sbar + 32 + 8 * st, MLP_EMPTY_ARRIVALS);
+			att_mbar_init(sbar + MLP_B_FULL + 8 * st, 1);
+			att_mbar_init(sbar + MLP_B_EMPTY + 8 * st, MLP_EMPTY_ARRIVALS);
 		}
+		for (int c = 0; c < 2; c++) {
+			att_mbar_init(sbar + MLP_B_UFULL + 8 * c, 1);
+			att_mbar_init(sbar + MLP_B_UFREE + 8 * c, 1);
+		}
+	}
 	__syncthreads(); /* the barriers are initialised (the last block-wide barrier) */
 
 	if (tid < 128) { /* producer warpgroup */
 		mlp_setmaxnreg_dec<40>();
 		if (tid != 0)
 			return;
-		int i = 0;
-		for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+		int i = 0, jt = 0;
+		const int ku = nk - 1 < 2 ? nk - 1 : 2; /* proj: u goes out after this step's loads */
+		for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x, jt++) {
 			const int m0 = tile / nt * MLP_BM, n0 = tile % nt * MLP_BN;
 			for (int kb = 0; kb < nk; kb++, i++) {
 				const int st = i % MLP_STAGES, j = i / MLP_STAGES;
-				const uint32_t full = sbar + 8 * st, sB = s0 + MLP_BOFF + st * MLP_BBYTES;
-				att_mbar_wait(sbar + 32 + 8 * st, (j & 1) ^ 1);
+				const uint32_t full = sbar + MLP_B_FULL + 8 * st,
+				               sB = s0 + MLP_BOFF + st * MLP_BBYTES;
+				att_mbar_wait(sbar + MLP_B_EMPTY + 8 * st, (j & 1) ^ 1);
 				att_mbar_arrive_expect_tx(full, MLP_ABYTES + MLP_BBYTES);
 				att_tma_load_2d(s0 + st * MLP_ABYTES, &ta, kb * MLP_BK, m0, full);
 				if (!BT)
@@ -228,6 +230,17 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 					for (int p = 0; p < MLP_BN / 64; p++)
 						att_tma_load_2d(sB + p * 64 * 128, &tb, n0 + 64 * p, kb * MLP_BK,
 						                full);
+				if (BT && kb == ku)
+					for (int c = 0; c < 2; c++) {
+						/* consumer c's staging is free once its store of
+						 * the previous tile has been read out */
+						const uint32_t uf = sbar + MLP_B_UFULL + 8 * c;
+						att_mbar_wait(sbar + MLP_B_UFREE + 8 * c, (jt & 1) ^ 1);
+						att_mbar_arrive_expect_tx(uf, MLP_STGBYTES);
+						for (int p = 0; p < MLP_BN / 64; p++)
+							att_tma_load_2d(s0 + MLP_STG + c * MLP_STGBYTES + p * MLP_PANEL,
+							                &td, n0 + 64 * p, m0 + 64 * c, uf);
+					}
 			}
 		}
 		return;
@@ -236,13 +249,17 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 	mlp_setmaxnreg_inc<232>();
 	const int cw = (tid >> 7) - 1, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2,
 	          t = lane & 3;
+	const bool elected = (tid & 127) == 0; /* issues and waits for the stores */
+	unsigned char *stg = smem + MLP_STG + cw * MLP_STGBYTES;
+	const uint32_t sstg = s0 + MLP_STG + cw * MLP_STGBYTES;
+	const int r0 = 16 * wi + g; /* rows r0 and r0 + 8 of the consumer's 64 */
 	float d[32][4];
-	int i = 0;
-	for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+	int i = 0, jt = 0;
+	for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x, jt++) {
 		const int m0 = tile / nt * MLP_BM, n0 = tile % nt * MLP_BN;
 		for (int kb = 0; kb < nk; kb++, i++) {
 			const int st = i % MLP_STAGES;
-			att_mbar_wait(sbar + 8 * st, (i / MLP_STAGES) & 1);
+			att_mbar_wait(sbar + MLP_B_FULL + 8 * st, (i / MLP_STAGES) & 1);
 			const uint32_t sA = s0 + st * MLP_ABYTES + cw * 64 * 128;
 			const uint32_t sB = s0 + MLP_BOFF + st * MLP_BBYTES;
 			wg_fence();
@@ -254,13 +271,19 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 				wg_mma_ss256<BT>(d, da, db, kb > 0 || kk > 0);
 			}
 			wg_commit();
+			if (BT && kb == 0 && jt > 0 && elected) {
+				/* the previous tile's du store has left the staging:
+				 * the producer may load this tile's u into it */
+				att_bulk_wait_read<0>();
+				att_mbar_arrive(sbar + MLP_B_UFREE + 8 * cw);
+			}
 			wg_wait<1>(); /* step i - 1's products are done: release its stage */
 			wg_keep(d);
 			wg_keep(d + 16);
 			if (kb > 0) {
 				__syncwarp();
 				if (lane == 0)
-					att_mbar_arrive(sbar + 32 + 8 * ((i - 1) % MLP_STAGES));
+					att_mbar_arrive(sbar + MLP_B_EMPTY + 8 * ((i - 1) % MLP_STAGES));
 			}
 		}
 		wg_wait<0>();
@@ -268,52 +291,64 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 		wg_keep(d + 16);
 		__syncwarp();
 		if (lane == 0)
-			att_mbar_arrive(sbar + 32 + 8 * ((i - 1) % MLP_STAGES));
+			att_mbar_arrive(sbar + MLP_B_EMPTY + 8 * ((i - 1) % MLP_STAGES));
 
-		/* lane t of a quad ends up with 8 consecutive columns (16 bytes)
-		 * of n-tile 4 q + t: mlp_quad_t below */
-		const size_t row = (size_t)m0 + 64 * cw + 16 * wi + g;
-		const size_t o0 = row * N + n0 + 8 * t, o1 = o0 + 8 * (size_t)N;
+		/* Epilogue through the staging buffer (swizzled as the TMA's
+		 * boxes: mlp_stg_off), then TMA stores of four 64 x 64 boxes */
+		if (!BT) {
+			if (elected)
+				att_bulk_wait_read<0>(); /* the previous tile's act store is out */
+			mlp_bar_sync(1 + cw, 128);
 #pragma unroll
-		for (int q4 = 0; q4 < 8; q4 += MLP_QB) {
-			/* proj: the batch's u vectors first (2 MLP_QB loads in flight) */
-			uint4 x0[MLP_QB], x1[MLP_QB];
-			if (BT) {
-#pragma unroll
-				for (int q = q4; q < q4 + MLP_QB; q++) {
-					x0[q - q4] = *reinterpret_cast<const uint4 *>(uin + o0 + 32 * q);
-					x1[q - q4] = *reinterpret_cast<const uint4 *>(uin + o1 + 32 * q);
-				}
+			for (int j = 0; j < 32; j++) {
+				*reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0, j, t)) =
+					att_pack(d[j][0], d[j][1]);
+				*reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0 + 8, j, t)) =
+					att_pack(d[j][2], d[j][3]);
 			}
+			att_fence_async_smem();
+			mlp_bar_sync(1 + cw, 128);
+			if (elected) {
+				for (int p = 0; p < MLP_BN / 64; p++)
+					att_tma_store_2d(&tc, n0 + 64 * p, m0 + 64 * cw, sstg + p * MLP_PANEL);
+				att_bulk_commit();
+				att_bulk_wait_read<0>();
+			}
+			mlp_bar_sync(1 + cw, 128);
 #pragma unroll
-			for (int q = q4; q < q4 + MLP_QB; q++) {
-				uint4 v0 = mlp_quad_t(att_pack(d[4 * q][0], d[4 * q][1]),
-				                      att_pack(d[4 * q + 1][0], d[4 * q + 1][1]),
-				                      att_pack(d[4 * q + 2][0], d[4 * q + 2][1]),
-				                      att_pack(d[4 * q + 3][0], d[4 * q + 3][1]), t, lane);
-				uint4 v1 = mlp_quad_t(att_pack(d[4 * q][2], d[4 * q][3]),
-				                      att_pack(d[4 * q + 1][2], d[4 * q + 1][3]),
-				                      att_pack(d[4 * q + 2][2], d[4 * q + 2][3]),
-				                      att_pack(d[4 * q + 3][2], d[4 * q + 3][3]), t, lane);
-				uint4 *p0 = reinterpret_cast<uint4 *>(out + o0 + 32 * q);
-				uint4 *p1 = reinterpret_cast<uint4 *>(out + o1 + 32 * q);
-				if (!BT) {
-					*p0 = v0;
-					*p1 = v1;
-					*reinterpret_cast<uint4 *>(act + o0 + 32 * q) = make_uint4(
-						mlp_act(v0.x), mlp_act(v0.y), mlp_act(v0.z), mlp_act(v0.w));
-					*reinterpret_cast<uint4 *>(act + o1 + 32 * q) = make_uint4(
-						mlp_act(v1.x), mlp_act(v1.y), mlp_act(v1.z), mlp_act(v1.w));
-				} else {
-					const uint4 a0 = x0[q - q4], a1 = x1[q - q4];
-					*p0 = make_uint4(mlp_dact(v0.x, a0.x), mlp_dact(v0.y, a0.y),
-					                 mlp_dact(v0.z, a0.z), mlp_dact(v0.w, a0.w));
-					*p1 = make_uint4(mlp_dact(v1.x, a1.x), mlp_dact(v1.y, a1.y),
-					                 mlp_dact(v1.z, a1.z), mlp_dact(v1.w, a1.w));
-				}
+			for (int j = 0; j < 32; j++) {
+				*reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0, j, t)) =
+					mlp_act(att_pack(d[j][0], d[j][1]));
+				*reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0 + 8, j, t)) =
+					mlp_act(att_pack(d[j][2], d[j][3]));
+			}
+			att_fence_async_smem();
+			mlp_bar_sync(1 + cw, 128);
+			if (elected) {
+				for (int p = 0; p < MLP_BN / 64; p++)
+					att_tma_store_2d(&td, n0 + 64 * p, m0 + 64 * cw, sstg + p * MLP_PANEL);
+				att_bulk_commit();
+			}
+		} else {
+			att_mbar_wait(sbar + MLP_B_UFULL + 8 * cw, jt & 1); /* u is in */
+#pragma unroll
+			for (int j = 0; j < 32; j++) {
+				uint32_t *p0 = reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0, j, t));
+				uint32_t *p1 = reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0 + 8, j, t));
+				*p0 = mlp_dact(att_pack(d[j][0], d[j][1]), *p0);
+				*p1 = mlp_dact(att_pack(d[j][2], d[j][3]), *p1);
+			}
+			att_fence_async_smem();
+			mlp_bar_sync(1 + cw, 128);
+			if (elected) {
+				for (int p = 0; p < MLP_BN / 64; p++)
+					att_tma_store_2d(&tc, n0 + 64 * p, m0 + 64 * cw, sstg + p * MLP_PANEL);
+				att_bulk_commit();
 			}
 		}
 	}
+	if (elected)
+		att_bulk_wait<0>(); /* the staging stays valid until the last store read it */
 #endif
 }
 
@@ -382,9 +417,10 @@ static int mlp_launch(int bt, uint16_t *out, uint16_t *act, const uint16_t *uin,
 	if (!mlp_gemm_supported(M, N, K) || !mlp_aligned(out) || !mlp_aligned(A) ||
 	    !mlp_aligned(B) || (bt ? !mlp_aligned(uin) : !mlp_aligned(act)))
 		return -1;
-	CUtensorMap tA, tB;
+	CUtensorMap tA, tB, tC, tD;
 	if (mlp_tmap(&tA, A, M, K, MLP_BM, MLP_BK) ||
-	    (bt ? mlp_tmap(&tB, B, K, N, MLP_BK, 64) : mlp_tmap(&tB, B, N, K, MLP_BN, MLP_BK)))
+	    (bt ? mlp_tmap(&tB, B, K, N, MLP_BK, 64) : mlp_tmap(&tB, B, N, K, MLP_BN, MLP_BK)) ||
+	    mlp_tmap(&tC, out, M, N, 64, 64) || mlp_tmap(&tD, bt ? uin : act, M, N, 64, 64))
 		return -1;
 	const int tiles = M / MLP_BM * (N / MLP_BN);
 	int grid = mlp_ctas_override ? mlp_ctas_override : mlp_device_sms();
@@ -392,18 +428,14 @@ static int mlp_launch(int bt, uint16_t *out, uint16_t *act, const uint16_t *uin,
 		grid = tiles;
 	/* every launch: the attribute is per device, and a process may drive
 	 * several */
-	if (bt)
+	if (bt) {
 		CUDA_CHECK(cudaFuncSetAttribute(mlp_gemm_kernel<1>,
 		                                cudaFuncAttributeMaxDynamicSharedMemorySize, MLP_SMEM));
-	else
+		ATT_LAUNCH(mlp_gemm_kernel<1>, grid, MLP_THREADS, MLP_SMEM, s, tA, tB, tC, tD, M, N, K);
+	} else {
 		CUDA_CHECK(cudaFuncSetAttribute(mlp_gemm_kernel<0>,
 		                                cudaFuncAttributeMaxDynamicSharedMemorySize, MLP_SMEM));
-	if (bt) {
-		ATT_LAUNCH(mlp_gemm_kernel<1>, grid, MLP_THREADS, MLP_SMEM, s, tA, tB, (bf16 *)out,
-		           (bf16 *)NULL, (const bf16 *)uin, M, N, K);
-	} else {
-		ATT_LAUNCH(mlp_gemm_kernel<0>, grid, MLP_THREADS, MLP_SMEM, s, tA, tB, (bf16 *)out,
-		           (bf16 *)act, (const bf16 *)NULL, M, N, K);
+		ATT_LAUNCH(mlp_gemm_kernel<0>, grid, MLP_THREADS, MLP_SMEM, s, tA, tB, tC, tD, M, N, K);
 	}
 	CUDA_CHECK_LAST();
 	return 0;

@@ -74,6 +74,9 @@ struct bulk_op {
 	void *dst;
 	uint32_t src, bytes;
 	bool add;
+	bool tensor = false; /* a TMA store: the box of tmap at (c0, c1) */
+	CUtensorMap tmap;
+	int c0 = 0, c1 = 0;
 };
 struct wg_op {
 	float *d;
@@ -164,6 +167,47 @@ void __syncthreads(void)
 }
 void __syncwarp(unsigned) { warp_sync(); }
 
+/* named barriers 1..15 (emu.h); expected: the n of the phase begun, 0 if none */
+struct named_bar {
+	bar b;
+	int expected = 0;
+};
+static named_bar named[16];
+
+static named_bar &named_arrive(int id, int n, const char *what)
+{
+	char msg[160];
+	if (id < 1 || id > 15 || n < 32 || n % 32 || n > nthr) {
+		snprintf(msg, sizeof msg, "%s %d, %d: id not in 1..15 or thread count not a multiple "
+		         "of 32 within the block", what, id, n);
+		emu_die(msg);
+	}
+	named_bar &nb = named[id];
+	if (nb.expected && nb.expected != n) {
+		snprintf(msg, sizeof msg, "%s %d, %d: the phase was begun with thread count %d", what,
+		         id, n, nb.expected);
+		emu_die(msg);
+	}
+	nb.expected = n;
+	progress++;
+	if (++nb.b.count == n) {
+		nb.b.count = 0;
+		nb.b.gen++;
+		nb.expected = 0;
+	}
+	return nb;
+}
+
+void emu_bar_sync(int id, int n)
+{
+	const unsigned gen = named[id < 1 || id > 15 ? 0 : id].b.gen;
+	named_bar &nb = named_arrive(id, n, "bar.sync");
+	while (nb.b.gen == gen)
+		yield_();
+}
+
+void emu_bar_arrive(int id, int n) { named_arrive(id, n, "bar.arrive"); }
+
 float __shfl_xor_sync(unsigned, float v, int m)
 {
 	const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -241,6 +285,8 @@ static void run_block(void)
 		b = bar();
 	for (auto &b : wgrp_bar)
 		b = bar();
+	for (auto &b : named)
+		b = named_bar();
 	const int nw = sched_warp ? (nthr + sched_warp - 1) / sched_warp : 0;
 	static unsigned nblocks; /* the order of the first round alternates between blocks */
 	nblocks++;
@@ -270,6 +316,13 @@ static void run_block(void)
 			emu_die("deadlock: every live thread waits at a barrier (or for an mbarrier "
 			        "phase that cannot complete)");
 	}
+	for (int id = 1; id < 16; id++)
+		if (named[id].b.count) {
+			char msg[120];
+			snprintf(msg, sizeof msg, "block ends inside a phase of named barrier %d (%d of "
+			         "%d threads arrived)", id, named[id].b.count, named[id].expected);
+			emu_die(msg);
+		}
 	mbar_block_end();
 }
 
@@ -361,9 +414,13 @@ void emu_cp_wait(int n)
  * A bulk copy reads shared memory and writes global memory when a wait
  * retires its group (EMU_CP=defer) or at issue (EMU_CP=now), so with defer a
  * stage overwritten before its wait_group.read shows up as wrong sums. */
+static void tma_store_perform(const bulk_op &op);
+
 static void bulk_perform(const bulk_op &op)
 {
-	if (op.add) {
+	if (op.tensor) {
+		tma_store_perform(op);
+	} else if (op.add) {
 		float *d = (float *)op.dst;
 		const float *src = (const float *)(emu_shared + op.src);
 		for (uint32_t i = 0; i < op.bytes / 4; i++)
@@ -378,7 +435,8 @@ static void bulk_issue(void *g, uint32_t s, uint32_t bytes, bool add)
 	check_smem(s, bytes, "cp.async.bulk");
 	if ((uintptr_t)g % 16 || bytes % 16 || bytes == 0)
 		emu_die("cp.async.bulk: global address or size not a multiple of 16");
-	bulk_op op = {g, s, bytes, add};
+	bulk_op op;
+	op.dst = g, op.src = s, op.bytes = bytes, op.add = add;
 	if (cp_defer)
 		th[cur].bopen.push_back(op);
 	else
@@ -627,6 +685,52 @@ static void tma_load(uint32_t dst, const void *tmap, int rank, int c0, int c1, i
 		b.ops.push_back(op);
 	else
 		tma_perform(b, op);
+}
+
+/* TMA store: a bulk-group copy (performed when a wait retires its group,
+ * or at issue with EMU_CP=now); box elements outside the tensor are
+ * skipped, as on the device. */
+static void tma_store_perform(const bulk_op &op)
+{
+	emu_tmap m;
+	memcpy(&m, &op.tmap, sizeof m);
+	uint32_t n = 0;
+	for (uint32_t y = 0; y < m.box[1]; y++)
+		for (uint32_t x = 0; x < m.box[0]; x++, n++) {
+			const int64_t g0 = (int64_t)op.c0 + x, g1 = (int64_t)op.c1 + y;
+			uint32_t a = op.src + n * m.esize;
+			if (m.swizzle == CU_TENSOR_MAP_SWIZZLE_128B)
+				a ^= ((a >> 7) & 7) << 4;
+			if (g0 < 0 || g1 < 0 || (uint64_t)g0 >= m.dim[0] || (uint64_t)g1 >= m.dim[1])
+				continue;
+			memcpy((unsigned char *)m.base + (uint64_t)g0 * m.esize + (uint64_t)g1 * m.stride[0],
+			       emu_shared + a, m.esize);
+		}
+}
+
+void att_tma_store_2d(const void *tmap, int c0, int c1, uint32_t src)
+{
+	bulk_op op;
+	memcpy(&op.tmap, tmap, sizeof op.tmap);
+	emu_tmap m;
+	memcpy(&m, tmap, sizeof m);
+	if (m.magic != TMAP_MAGIC)
+		emu_die("cp.async.bulk.tensor store: not a tensor map from cuTensorMapEncodeTiled");
+	if (m.rank != 2)
+		emu_die("cp.async.bulk.tensor.2d store: the tensor map is not of rank 2");
+	if (m.estr[0] != 1 || m.estr[1] != 1)
+		emu_die("cp.async.bulk.tensor: element strides other than 1 are not emulated");
+	const uint32_t bytes = m.box[0] * m.box[1] * m.esize;
+	check_smem(src, bytes, "cp.async.bulk.tensor store");
+	if (m.swizzle == CU_TENSOR_MAP_SWIZZLE_128B ? src % 1024 : src % 128)
+		emu_die("cp.async.bulk.tensor store: shared source not 1024-byte (128-byte swizzle) "
+		        "or 128-byte aligned");
+	op.dst = NULL, op.src = src, op.bytes = bytes, op.add = false;
+	op.tensor = true, op.c0 = c0, op.c1 = c1;
+	if (cp_defer)
+		th[cur].bopen.push_back(op);
+	else
+		tma_store_perform(op);
 }
 
 void att_tma_load_3d(uint32_t dst, const void *tmap, int c0, int c1, int c2, uint32_t bar)

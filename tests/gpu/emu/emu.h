@@ -34,7 +34,10 @@
  * other asynchronous operation deferred as with EMU_CP=defer) or when a
  * thread's wait on that barrier would block (EMU_CP=defer), so a wait with
  * the wrong parity reads stale data, and a phase that never completes ends
- * in the scheduler's deadlock abort. Shared memory is filled with 0xFF (NaN) at each block start;
+ * in the scheduler's deadlock abort. TMA tensor stores (.2d) are bulk-group
+ * copies like att_bulk_store (performed when a wait retires their group,
+ * with EMU_CP=defer), un-swizzling the same way and skipping elements out
+ * of bounds. Shared memory is filled with 0xFF (NaN) at each block start;
  * ldmatrix, cp.async and TMA check alignment and bounds.
  */
 #ifndef EMU_H
@@ -116,6 +119,13 @@ inline int max(int a, int b) { return a > b ? a : b; }
 void __syncthreads(void);
 void __syncwarp(unsigned mask = 0xffffffffu);
 float __shfl_xor_sync(unsigned mask, float v, int lanemask);
+/* PTX bar.sync / bar.arrive id, n: named barrier id (1..15; 0 is
+ * __syncthreads') completes when n threads (a multiple of 32) have arrived,
+ * arrivals and syncs counted alike; bar.sync waits for that, bar.arrive
+ * does not. Every use of one phase must give the same n; the block must
+ * end with no phase begun. */
+void emu_bar_sync(int id, int n);
+void emu_bar_arrive(int id, int n);
 uint32_t __shfl_sync(unsigned mask, uint32_t v, int src_lane);
 
 uint32_t att_smem(const void *p);
@@ -164,6 +174,7 @@ void att_mbar_wait(uint32_t bar, int parity);
 void att_mbar_arrive(uint32_t bar);
 void att_tma_load_3d(uint32_t dst, const void *tmap, int c0, int c1, int c2, uint32_t bar);
 void att_tma_load_2d(uint32_t dst, const void *tmap, int c0, int c1, uint32_t bar);
+void att_tma_store_2d(const void *tmap, int c0, int c1, uint32_t src);
 
 /* Runs fn as every thread of every block, blocks one after another. A
  * kernel launched with more than 48 KB of dynamic shared memory must have
