@@ -182,21 +182,48 @@ __device__ __forceinline__ uint32_t mlp_stg_off(int r, int j, int t)
 }
 #endif
 
-/* BT = 0: B is [N,K] (fc: outputs u by tc and act by td), 1: B is [K,N]
- * (proj: output du by tc, input u by td). ta, tb: the tensor maps of A and
- * B, tc, td: 64 x 64 boxes of the [M,N] tensors (mlp_tmap). */
-template <int BT>
+/* The head's epilogue (EPI_HEAD): see head_gemm_softcap in mlp_gemm.cuh. */
+struct mlp_head_args {
+	const uint32_t *tgt; /* [M] */
+	float *part;         /* [M, P] */
+	float *ztgt;         /* [M] */
+	float cap;
+	int P, want_q;
+};
+
+enum { EPI_FC = 0, EPI_PROJ = 1, EPI_HEAD = 2 };
+
+/* The softcapped logit z = cap tanh(l / cap) of a bf16-rounded logit l and
+ * its e = exp(z - cap), with head_loss.cu's fast forms (tanh through the
+ * exp unit; k2 = 2 log2(e) / cap, kc = cap log2(e)); q = bf16 of
+ * e (1 - (z / cap)^2). */
+__device__ __forceinline__ float mlp_head_e(float l, float k2, float kc, float *th)
+{
+	const float t = 1.0f - __fdividef(2.0f, 1.0f + exp2f(l * k2));
+	*th = t;
+	return exp2f(kc * t - kc);
+}
+
+/* EPI_FC: B is [N,K], outputs u by tc and act by td. EPI_PROJ: B is
+ * [K,N], output du by tc, input u by td. EPI_HEAD: B is [N,K], output q
+ * by tc (if ha.want_q), part and ztgt (ha). ta, tb: the tensor maps of A
+ * and B, tc, td: 64 x 64 boxes of the [M,N] tensors (mlp_tmap). M and N
+ * may end inside a tile (EPI_HEAD only): the TMA loads zeros there and
+ * stores nothing. */
+template <int EPI>
 __global__ void __launch_bounds__(MLP_THREADS, 1)
 mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb,
                 const __grid_constant__ CUtensorMap tc, const __grid_constant__ CUtensorMap td,
-                int M, int N, int K)
+                int M, int N, int K, const mlp_head_args ha)
 {
+	constexpr int BT = EPI == EPI_PROJ;
 #ifdef ATT_HAS_WGMMA
 	ATT_DYN_SMEM(smem_raw);
 	unsigned char *smem = smem_raw + ((1024 - (att_smem(smem_raw) & 1023)) & 1023);
 	const uint32_t s0 = att_smem(smem), sbar = s0 + MLP_BARS;
 	const int tid = threadIdx.x;
-	const int nt = N / MLP_BN, ntiles = M / MLP_BM * nt, nk = K / MLP_BK;
+	const int nt = (N + MLP_BN - 1) / MLP_BN, ntiles = (M + MLP_BM - 1) / MLP_BM * nt,
+	          nk = K / MLP_BK;
 	if (tid == 0) {
 		for (int st = 0; st < MLP_STAGES; st++) {
 			att_mbar_init(sbar + MLP_B_FULL + 8 * st, 1);
@@ -295,7 +322,73 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 
 		/* Epilogue through the staging buffer (swizzled as the TMA's
 		 * boxes: mlp_stg_off), then TMA stores of four 64 x 64 boxes */
-		if (!BT) {
+		if (EPI == EPI_HEAD) {
+			/* z, e and q of each element from the bf16-rounded logit;
+			 * per row the sum of e over the tile's columns (< N) and, in
+			 * the tile holding the target, its z */
+			const float cap = ha.cap, k2 = 2.0f * 1.4426950408889634f / cap,
+			            kc = cap * 1.4426950408889634f;
+			const int ra = m0 + 64 * cw + r0, rb = ra + 8;
+			uint32_t ya = ra < M ? ha.tgt[ra] : 0xffffffffu, yb = rb < M ? ha.tgt[rb] : 0xffffffffu;
+			ya = ya < (uint32_t)N ? ya : 0xffffffffu; /* a target >= N matches no column */
+			yb = yb < (uint32_t)N ? yb : 0xffffffffu;
+			if (ha.want_q) {
+				if (elected)
+					att_bulk_wait_read<0>(); /* the previous tile's store is out */
+				mlp_bar_sync(1 + cw, 128);
+			}
+			/* column n0 + 2 t + o of the thread's pairs: o = 8 j, + 1 */
+			const int lim = N - n0 - 2 * t, oa = (int)(ya - (uint32_t)(n0 + 2 * t)),
+			          ob = (int)(yb - (uint32_t)(n0 + 2 * t));
+			float sa = 0.0f, sb = 0.0f, za = 2.0f, zb = 2.0f; /* t of the targets: |t| <= 1 */
+#pragma unroll
+			for (int j = 0; j < 32; j++) {
+				const uint32_t la = att_pack(d[j][0], d[j][1]), lb = att_pack(d[j][2], d[j][3]);
+				float t0, t1, t2, t3;
+				const float e0 = mlp_head_e(mlp_lo(la), k2, kc, &t0),
+				            e1 = mlp_head_e(mlp_hi(la), k2, kc, &t1),
+				            e2 = mlp_head_e(mlp_lo(lb), k2, kc, &t2),
+				            e3 = mlp_head_e(mlp_hi(lb), k2, kc, &t3);
+				if (8 * j < lim)
+					sa += e0, sb += e2;
+				if (8 * j + 1 < lim)
+					sa += e1, sb += e3;
+				/* ya, yb < N (see above); for ~0u, oa and ob are
+				 * negative */
+				za = oa == 8 * j ? t0 : oa == 8 * j + 1 ? t1 : za;
+				zb = ob == 8 * j ? t2 : ob == 8 * j + 1 ? t3 : zb;
+				if (ha.want_q) {
+					*reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0, j, t)) =
+						att_pack(e0 * (1.0f - t0 * t0), e1 * (1.0f - t1 * t1));
+					*reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0 + 8, j, t)) =
+						att_pack(e2 * (1.0f - t2 * t2), e3 * (1.0f - t3 * t3));
+				}
+			}
+			/* the quad's four lanes hold the row's 256 columns */
+			sa += __shfl_xor_sync(0xffffffffu, sa, 1);
+			sb += __shfl_xor_sync(0xffffffffu, sb, 1);
+			sa += __shfl_xor_sync(0xffffffffu, sa, 2);
+			sb += __shfl_xor_sync(0xffffffffu, sb, 2);
+			if (za <= 1.0f)
+				ha.ztgt[ra] = cap * za;
+			if (zb <= 1.0f)
+				ha.ztgt[rb] = cap * zb;
+			if (t == 0) {
+				if (ra < M)
+					ha.part[(size_t)ra * ha.P + n0 / MLP_BN] = sa;
+				if (rb < M)
+					ha.part[(size_t)rb * ha.P + n0 / MLP_BN] = sb;
+			}
+			if (ha.want_q) {
+				att_fence_async_smem();
+				mlp_bar_sync(1 + cw, 128);
+				if (elected) {
+					for (int p = 0; p < MLP_BN / 64; p++)
+						att_tma_store_2d(&tc, n0 + 64 * p, m0 + 64 * cw, sstg + p * MLP_PANEL);
+					att_bulk_commit();
+				}
+			}
+		} else if (!BT) {
 			if (elected)
 				att_bulk_wait_read<0>(); /* the previous tile's act store is out */
 			mlp_bar_sync(1 + cw, 128);
@@ -408,6 +501,24 @@ static int mlp_tmap(CUtensorMap *map, const void *p, int rows, int cols, int br,
 	               : -1;
 }
 
+/* Launch on grid persistent CTAs; the shared-memory attribute every time
+ * (it is per device, and a process may drive several). */
+template <int EPI>
+static void mlp_run(int grid, cudaStream_t s, const CUtensorMap &tA, const CUtensorMap &tB,
+                    const CUtensorMap &tC, const CUtensorMap &tD, int M, int N, int K,
+                    const mlp_head_args &ha)
+{
+	CUDA_CHECK(cudaFuncSetAttribute(mlp_gemm_kernel<EPI>,
+	                                cudaFuncAttributeMaxDynamicSharedMemorySize, MLP_SMEM));
+	ATT_LAUNCH(mlp_gemm_kernel<EPI>, grid, MLP_THREADS, MLP_SMEM, s, tA, tB, tC, tD, M, N, K, ha);
+}
+
+static int mlp_grid(int tiles)
+{
+	int grid = mlp_ctas_override ? mlp_ctas_override : mlp_device_sms();
+	return grid > tiles ? tiles : grid;
+}
+
 static bool mlp_aligned(const void *p) { return p && ((uintptr_t)p & 15) == 0; }
 
 /* out[M,N] (and act) from A [M,K] and B ([N,K] if !bt, else [K,N]). */
@@ -422,21 +533,12 @@ static int mlp_launch(int bt, uint16_t *out, uint16_t *act, const uint16_t *uin,
 	    (bt ? mlp_tmap(&tB, B, K, N, MLP_BK, 64) : mlp_tmap(&tB, B, N, K, MLP_BN, MLP_BK)) ||
 	    mlp_tmap(&tC, out, M, N, 64, 64) || mlp_tmap(&tD, bt ? uin : act, M, N, 64, 64))
 		return -1;
-	const int tiles = M / MLP_BM * (N / MLP_BN);
-	int grid = mlp_ctas_override ? mlp_ctas_override : mlp_device_sms();
-	if (grid > tiles)
-		grid = tiles;
-	/* every launch: the attribute is per device, and a process may drive
-	 * several */
-	if (bt) {
-		CUDA_CHECK(cudaFuncSetAttribute(mlp_gemm_kernel<1>,
-		                                cudaFuncAttributeMaxDynamicSharedMemorySize, MLP_SMEM));
-		ATT_LAUNCH(mlp_gemm_kernel<1>, grid, MLP_THREADS, MLP_SMEM, s, tA, tB, tC, tD, M, N, K);
-	} else {
-		CUDA_CHECK(cudaFuncSetAttribute(mlp_gemm_kernel<0>,
-		                                cudaFuncAttributeMaxDynamicSharedMemorySize, MLP_SMEM));
-		ATT_LAUNCH(mlp_gemm_kernel<0>, grid, MLP_THREADS, MLP_SMEM, s, tA, tB, tC, tD, M, N, K);
-	}
+	const int grid = mlp_grid(M / MLP_BM * (N / MLP_BN));
+	const mlp_head_args none = {};
+	if (bt)
+		mlp_run<EPI_PROJ>(grid, s, tA, tB, tC, tD, M, N, K, none);
+	else
+		mlp_run<EPI_FC>(grid, s, tA, tB, tC, tD, M, N, K, none);
 	CUDA_CHECK_LAST();
 	return 0;
 }
@@ -455,4 +557,33 @@ extern "C" int mlp_proj_dx_relu2(uint16_t *du, const uint16_t *dy, const uint16_
 	if (du == dy || du == W)
 		return -1;
 	return mlp_launch(1, du, NULL, u, dy, W, M, N, K, s);
+}
+
+extern "C" int head_gemm_supported(int M, int N, int K, float cap)
+{
+	if (M < 1 || N < 8 || N % 8 || K < MLP_BK || K % MLP_BK || !(cap > 0.0f))
+		return 0;
+	if ((long long)((M + MLP_BM - 1) / MLP_BM) * ((N + MLP_BN - 1) / MLP_BN) >= 1ll << 30)
+		return 0;
+	return mlp_device_sms() > 0;
+}
+
+extern "C" int head_gemm_softcap(uint16_t *q, float *part, float *ztgt, const uint16_t *x,
+                                 const uint16_t *W, const uint32_t *targets, int M, int N, int K,
+                                 float cap, cudaStream_t s)
+{
+	if (!head_gemm_supported(M, N, K, cap) || !mlp_aligned(x) || !mlp_aligned(W) || !part ||
+	    !ztgt || !targets || (q && (!mlp_aligned(q) || q == x || q == W)))
+		return -1;
+	CUtensorMap tA, tB, tC;
+	if (mlp_tmap(&tA, x, M, K, MLP_BM, MLP_BK) || mlp_tmap(&tB, W, N, K, MLP_BN, MLP_BK) ||
+	    mlp_tmap(&tC, q ? q : x, q ? M : M, q ? N : K, 64, 64))
+		return -1;
+	mlp_head_args ha;
+	ha.tgt = targets, ha.part = part, ha.ztgt = ztgt, ha.cap = cap;
+	ha.P = (N + MLP_BN - 1) / MLP_BN, ha.want_q = q != NULL;
+	const int grid = mlp_grid((M + MLP_BM - 1) / MLP_BM * ha.P);
+	mlp_run<EPI_HEAD>(grid, s, tA, tB, tC, tC, M, N, K, ha);
+	CUDA_CHECK_LAST();
+	return 0;
 }

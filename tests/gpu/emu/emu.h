@@ -116,6 +116,7 @@ inline float2 __bfloat1622float2(__nv_bfloat162 v)
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 
+inline float __fdividef(float a, float b) { return a / b; }
 void __syncthreads(void);
 void __syncwarp(unsigned mask = 0xffffffffu);
 float __shfl_xor_sync(unsigned mask, float v, int lanemask);
