@@ -118,7 +118,9 @@
 #define MLP_B_EMPTY (8 * MLP_STAGES)           /* empty[s] */
 #define MLP_B_UFULL (16 * MLP_STAGES)          /* ufull[c], c = consumer */
 #define MLP_B_UFREE (16 * MLP_STAGES + 16)     /* ufree[c] */
-#define MLP_SMEM (MLP_BARS + 16 * MLP_STAGES + 32 + 1008) /* + the 1024-byte alignment */
+#define MLP_B_SFULL (16 * MLP_STAGES + 32)     /* head: sfull[c] */
+#define MLP_B_SFREE (16 * MLP_STAGES + 48)     /* head: sfree[c] */
+#define MLP_SMEM (MLP_BARS + 16 * MLP_STAGES + 64 + 1008) /* + the 1024-byte alignment */
 #define MLP_EMPTY_ARRIVALS 8                   /* one per consumer warp */
 
 #ifdef ATT_HAS_WGMMA
@@ -204,6 +206,102 @@ __device__ __forceinline__ float mlp_head_e(float l, float k2, float kc, float *
 	return exp2f(kc * t - kc);
 }
 
+#ifdef ATT_HAS_WGMMA
+/* The head's epilogue warps: warps 1..3 of the producer warpgroup (96
+ * threads, 64 registers). Per tile and consumer c they wait for c's bf16
+ * logits in its staging buffer (sfull[c]), then take its 64 rows in turn,
+ * a warp per row: lane k has columns 8 k .. 8 k + 7 of the tile (one
+ * 16-byte chunk), computes e and t of each, q in place, the sum of e over
+ * its columns < N, and the row's sum by a fixed butterfly (part); the
+ * lane holding the target column writes ztgt. Then fence.proxy.async, a
+ * named barrier of the 96 (id 3), and thread 32 stores the four boxes and,
+ * once the TMA has read them, frees the buffer (sfree[c]). The consumers
+ * meanwhile run the next tile's products. */
+__device__ __forceinline__ void mlp_head_epilogue(unsigned char *smem, uint32_t s0, uint32_t sbar,
+                                                  int tid, int M, int N, int nt, int ntiles,
+                                                  const mlp_head_args &ha, const CUtensorMap *tc)
+{
+	const int ew = (tid >> 5) - 1, lane = tid & 31;
+	const float cap = ha.cap, k2 = 2.0f * 1.4426950408889634f / cap,
+	            kc = cap * 1.4426950408889634f;
+	int jt = 0;
+	for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x, jt++) {
+		const int m0 = tile / nt * MLP_BM, n0 = tile % nt * MLP_BN;
+		const int lim = N - n0 - 8 * lane; /* this lane's columns < N: o < lim */
+		for (int c = 0; c < 2; c++) {
+			unsigned char *stg = smem + MLP_STG + c * MLP_STGBYTES;
+			/* lane k loads the target of the warp's k-th row (rows ew,
+			 * ew + 3, ..: at most 22) before the wait */
+			const int rk = m0 + 64 * c + ew + 3 * lane;
+			const uint32_t yk = ew + 3 * lane < 64 && rk < M ? ha.tgt[rk] : 0xffffffffu;
+			att_mbar_wait(sbar + MLP_B_SFULL + 8 * c, jt & 1);
+			/* two rows at a time (rows rr and rr + 3): independent
+			 * chains for the exp unit and the shuffles */
+			for (int rr = ew, k = 0; rr < 64; rr += 6, k += 2) {
+				float sum[2];
+#pragma unroll
+				for (int u = 0; u < 2; u++) {
+					const int r = rr + 3 * u, row = m0 + 64 * c + r;
+					const uint32_t y = __shfl_sync(0xffffffffu, yk, k + u);
+					sum[u] = 0.0f;
+					if (r >= 64) /* the warp's last pair may have one row */
+						continue;
+					const int oy = y < (uint32_t)N ? (int)(y - (uint32_t)(n0 + 8 * lane)) : -1;
+					uint4 *p = reinterpret_cast<uint4 *>(stg + (lane >> 3) * MLP_PANEL + r * 128 +
+					                                     (((lane & 7) ^ (r & 7)) << 4));
+					const uint4 v = *p;
+					const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+					uint32_t o[4];
+#pragma unroll
+					for (int h = 0; h < 4; h++) {
+						float t0, t1;
+						const float e0 = mlp_head_e(mlp_lo(w[h]), k2, kc, &t0),
+						            e1 = mlp_head_e(mlp_hi(w[h]), k2, kc, &t1);
+						if (2 * h < lim)
+							sum[u] += e0;
+						if (2 * h + 1 < lim)
+							sum[u] += e1;
+						if (oy == 2 * h)
+							ha.ztgt[row] = cap * t0;
+						if (oy == 2 * h + 1)
+							ha.ztgt[row] = cap * t1;
+						o[h] = att_pack(e0 * (1.0f - t0 * t0), e1 * (1.0f - t1 * t1));
+					}
+					if (ha.want_q)
+						*p = make_uint4(o[0], o[1], o[2], o[3]);
+				}
+#pragma unroll
+				for (int m = 16; m >= 1; m >>= 1) {
+					sum[0] += __shfl_xor_sync(0xffffffffu, sum[0], m);
+					sum[1] += __shfl_xor_sync(0xffffffffu, sum[1], m);
+				}
+#pragma unroll
+				for (int u = 0; u < 2; u++) {
+					const int r = rr + 3 * u, row = m0 + 64 * c + r;
+					if (lane == 0 && r < 64 && row < M)
+						ha.part[(size_t)row * ha.P + n0 / MLP_BN] = sum[u];
+				}
+			}
+			if (ha.want_q)
+				att_fence_async_smem();
+			mlp_bar_sync(3, 96);
+			if (tid == 32) {
+				if (ha.want_q) {
+					const uint32_t sstg = s0 + MLP_STG + c * MLP_STGBYTES;
+					for (int p = 0; p < MLP_BN / 64; p++)
+						att_tma_store_2d(tc, n0 + 64 * p, m0 + 64 * c, sstg + p * MLP_PANEL);
+					att_bulk_commit();
+					att_bulk_wait_read<0>();
+				}
+				att_mbar_arrive(sbar + MLP_B_SFREE + 8 * c);
+			}
+		}
+	}
+	if (tid == 32)
+		att_bulk_wait<0>();
+}
+#endif
+
 /* EPI_FC: B is [N,K], outputs u by tc and act by td. EPI_PROJ: B is
  * [K,N], output du by tc, input u by td. EPI_HEAD: B is [N,K], output q
  * by tc (if ha.want_q), part and ztgt (ha). ta, tb: the tensor maps of A
@@ -232,12 +330,18 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 		for (int c = 0; c < 2; c++) {
 			att_mbar_init(sbar + MLP_B_UFULL + 8 * c, 1);
 			att_mbar_init(sbar + MLP_B_UFREE + 8 * c, 1);
+			att_mbar_init(sbar + MLP_B_SFULL + 8 * c, 128);
+			att_mbar_init(sbar + MLP_B_SFREE + 8 * c, 1);
 		}
 	}
 	__syncthreads(); /* the barriers are initialised (the last block-wide barrier) */
 
 	if (tid < 128) { /* producer warpgroup */
-		mlp_setmaxnreg_dec<40>();
+		mlp_setmaxnreg_dec<EPI == EPI_HEAD ? 64 : 40>();
+		if (EPI == EPI_HEAD && tid >= 32) {
+			mlp_head_epilogue(smem, s0, sbar, tid, M, N, nt, ntiles, ha, &tc);
+			return;
+		}
 		if (tid != 0)
 			return;
 		int i = 0, jt = 0;
@@ -273,7 +377,10 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 		return;
 	}
 
-	mlp_setmaxnreg_inc<232>();
+	/* the registers the producer warpgroup gave back, no more: (168 - 40) *
+	 * 128 = (232 - 168) * 256; head: (168 - 64) * 128 >= (216 - 168) * 256
+	 * (an inc beyond what the block holds would wait forever) */
+	mlp_setmaxnreg_inc<EPI == EPI_HEAD ? 216 : 232>();
 	const int cw = (tid >> 7) - 1, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2,
 	          t = lane & 3;
 	const bool elected = (tid & 127) == 0; /* issues and waits for the stores */
@@ -323,71 +430,17 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 		/* Epilogue through the staging buffer (swizzled as the TMA's
 		 * boxes: mlp_stg_off), then TMA stores of four 64 x 64 boxes */
 		if (EPI == EPI_HEAD) {
-			/* z, e and q of each element from the bf16-rounded logit;
-			 * per row the sum of e over the tile's columns (< N) and, in
-			 * the tile holding the target, its z */
-			const float cap = ha.cap, k2 = 2.0f * 1.4426950408889634f / cap,
-			            kc = cap * 1.4426950408889634f;
-			const int ra = m0 + 64 * cw + r0, rb = ra + 8;
-			uint32_t ya = ra < M ? ha.tgt[ra] : 0xffffffffu, yb = rb < M ? ha.tgt[rb] : 0xffffffffu;
-			ya = ya < (uint32_t)N ? ya : 0xffffffffu; /* a target >= N matches no column */
-			yb = yb < (uint32_t)N ? yb : 0xffffffffu;
-			if (ha.want_q) {
-				if (elected)
-					att_bulk_wait_read<0>(); /* the previous tile's store is out */
-				mlp_bar_sync(1 + cw, 128);
-			}
-			/* column n0 + 2 t + o of the thread's pairs: o = 8 j, + 1 */
-			const int lim = N - n0 - 2 * t, oa = (int)(ya - (uint32_t)(n0 + 2 * t)),
-			          ob = (int)(yb - (uint32_t)(n0 + 2 * t));
-			float sa = 0.0f, sb = 0.0f, za = 2.0f, zb = 2.0f; /* t of the targets: |t| <= 1 */
+			/* the bf16-rounded logits to the staging buffer, for the
+			 * epilogue warps (mlp_head_epilogue) */
+			att_mbar_wait(sbar + MLP_B_SFREE + 8 * cw, (jt & 1) ^ 1);
 #pragma unroll
 			for (int j = 0; j < 32; j++) {
-				const uint32_t la = att_pack(d[j][0], d[j][1]), lb = att_pack(d[j][2], d[j][3]);
-				float t0, t1, t2, t3;
-				const float e0 = mlp_head_e(mlp_lo(la), k2, kc, &t0),
-				            e1 = mlp_head_e(mlp_hi(la), k2, kc, &t1),
-				            e2 = mlp_head_e(mlp_lo(lb), k2, kc, &t2),
-				            e3 = mlp_head_e(mlp_hi(lb), k2, kc, &t3);
-				if (8 * j < lim)
-					sa += e0, sb += e2;
-				if (8 * j + 1 < lim)
-					sa += e1, sb += e3;
-				/* ya, yb < N (see above); for ~0u, oa and ob are
-				 * negative */
-				za = oa == 8 * j ? t0 : oa == 8 * j + 1 ? t1 : za;
-				zb = ob == 8 * j ? t2 : ob == 8 * j + 1 ? t3 : zb;
-				if (ha.want_q) {
-					*reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0, j, t)) =
-						att_pack(e0 * (1.0f - t0 * t0), e1 * (1.0f - t1 * t1));
-					*reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0 + 8, j, t)) =
-						att_pack(e2 * (1.0f - t2 * t2), e3 * (1.0f - t3 * t3));
-				}
+				*reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0, j, t)) =
+					att_pack(d[j][0], d[j][1]);
+				*reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0 + 8, j, t)) =
+					att_pack(d[j][2], d[j][3]);
 			}
-			/* the quad's four lanes hold the row's 256 columns */
-			sa += __shfl_xor_sync(0xffffffffu, sa, 1);
-			sb += __shfl_xor_sync(0xffffffffu, sb, 1);
-			sa += __shfl_xor_sync(0xffffffffu, sa, 2);
-			sb += __shfl_xor_sync(0xffffffffu, sb, 2);
-			if (za <= 1.0f)
-				ha.ztgt[ra] = cap * za;
-			if (zb <= 1.0f)
-				ha.ztgt[rb] = cap * zb;
-			if (t == 0) {
-				if (ra < M)
-					ha.part[(size_t)ra * ha.P + n0 / MLP_BN] = sa;
-				if (rb < M)
-					ha.part[(size_t)rb * ha.P + n0 / MLP_BN] = sb;
-			}
-			if (ha.want_q) {
-				att_fence_async_smem();
-				mlp_bar_sync(1 + cw, 128);
-				if (elected) {
-					for (int p = 0; p < MLP_BN / 64; p++)
-						att_tma_store_2d(&tc, n0 + 64 * p, m0 + 64 * cw, sstg + p * MLP_PANEL);
-					att_bulk_commit();
-				}
-			}
+			att_mbar_arrive(sbar + MLP_B_SFULL + 8 * cw);
 		} else if (!BT) {
 			if (elected)
 				att_bulk_wait_read<0>(); /* the previous tile's act store is out */

@@ -45,6 +45,7 @@
 #include "mlp_gemm.cuh"
 #ifndef GPT_EMU
 #include "gemm.cuh"
+#include "head_loss.cuh"
 #include "relu2.cuh"
 int engine_cuda_available(void); /* kernels/device.cu */
 #endif
@@ -554,11 +555,17 @@ static int cmp_float(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-enum { B_FUSED_FC, B_GEMM_FC, B_RELU2_FWD, B_FUSED_PROJ, B_GEMM_DX, B_RELU2_BWD };
+enum { B_FUSED_FC, B_GEMM_FC, B_RELU2_FWD, B_FUSED_PROJ, B_GEMM_DX, B_RELU2_BWD, B_HEAD_Q, B_HEAD_NOQ, B_HEAD_GEMM, B_HEAD_LOSS };
 struct bench_bufs {
 	struct gemm_ctx *g;
 	uint16_t *h, *W, *u, *act, *dy, *du;
 	int M, N, K;
+	/* the head's shape: x = h [hM, K], hW [hN, K], q [hM, hN] */
+	uint16_t *hW, *q, *hdx;
+	uint32_t *tgt;
+	float *part, *z, *hdw, *loss;
+	int hM, hN;
+	struct head_loss *hl;
 };
 
 static void bench_once(const struct bench_bufs *b, int what)
@@ -579,6 +586,19 @@ static void bench_once(const struct bench_bufs *b, int what)
 		break;
 	case B_GEMM_DX:
 		gemm_bwd_dx(b->g, b->du, b->dy, b->W, b->M, b->K, b->N, 0.0f);
+		break;
+	case B_HEAD_Q:
+	case B_HEAD_NOQ:
+		ck_assert_int_eq(head_gemm_softcap(what == B_HEAD_Q ? b->q : NULL, b->part, b->z, b->h,
+		                                   b->hW, b->tgt, b->hM, b->hN, b->K, 15.0f, 0),
+		                 0);
+		break;
+	case B_HEAD_GEMM:
+		gemm_fwd(b->g, b->q, b->h, b->hW, b->hM, b->hN, b->K);
+		break;
+	case B_HEAD_LOSS:
+		head_loss_forward_backward(b->hl, b->g, b->h, b->hW, b->tgt, b->hM, 15.0f, b->hdx,
+		                           b->hdw, 1.0f, b->loss);
 		break;
 	default:
 		relu2_backward(b->du, b->du, b->u, nC, 0);
@@ -633,6 +653,30 @@ START_TEST(mlp_bench)
 	       "%.4f ms = %.4f ms; fused/unfused %.3f\n",
 	       t[3], flop / t[3] * 1e-9, t[4], flop / t[4] * 1e-9, t[5], t[4] + t[5],
 	       t[3] / (t[4] + t[5]));
+	/* the head's chunk: 8192 x 50304 x 768 */
+	b.hM = 8192, b.hN = 50304;
+	uint16_t *hw = rand_bf16((size_t)b.hN * b.K, 0.1, 0);
+	uint32_t *tg = xmalloc(4 * (size_t)b.hM);
+	for (int r = 0; r < b.hM; r++)
+		tg[r] = (uint32_t)(rnd() % (uint64_t)b.hN);
+	b.hW = upload(hw, 2 * (size_t)b.hN * b.K), b.tgt = upload(tg, 4 * (size_t)b.hM);
+	b.q = dmalloc(2 * (size_t)b.hM * b.hN);
+	b.part = dmalloc(4 * (size_t)b.hM * ((b.hN + 255) / 256)), b.z = dmalloc(4 * (size_t)b.hM);
+	const double hflop = 2.0 * b.hM * b.hN * b.K;
+	b.hl = head_loss_create(b.hM, b.hN, b.K, 0, 0);
+	b.hdx = dmalloc(2 * (size_t)b.hM * b.K), b.loss = dmalloc(4);
+	b.hdw = dmalloc(4 * (size_t)b.hN * b.K);
+	CUDA_CHECK(cudaMemset(b.hdw, 0, 4 * (size_t)b.hN * b.K));
+	const double th[4] = {bench_ms(&b, B_HEAD_Q), bench_ms(&b, B_HEAD_NOQ),
+	                      bench_ms(&b, B_HEAD_GEMM), bench_ms(&b, B_HEAD_LOSS)};
+	printf("  head logits (M %d, N %d): fused with q %.4f ms (%.0f TFLOP/s), without q %.4f ms; "
+	       "cuBLAS product alone %.4f ms (%.0f TFLOP/s); head_loss_forward_backward (all of "
+	       "it, one chunk) %.4f ms\n",
+	       b.hM, b.hN, th[0], hflop / th[0] * 1e-9, th[1], th[2], hflop / th[2] * 1e-9, th[3]);
+	head_loss_free(b.hl);
+	free(hw), free(tg);
+	dfree(b.hW), dfree(b.tgt), dfree(b.q), dfree(b.part), dfree(b.z);
+	dfree(b.hdx), dfree(b.loss), dfree(b.hdw);
 	const char *ctas = getenv("GPT_MLP_CTAS"); /* e.g. "132,128,120,66" */
 	for (const char *p = ctas; p && *p;) {
 		const int n = atoi(p);
