@@ -300,6 +300,54 @@ __device__ __forceinline__ void mlp_head_epilogue(unsigned char *smem, uint32_t 
 	if (tid == 32)
 		att_bulk_wait<0>();
 }
+
+/* The fc's epilogue warps (warps 1..3 of the producer warpgroup): per tile
+ * and consumer c, once c's u is in its staging buffer (sfull[c]; the
+ * consumers fenced it for the async proxy), thread 32 stores it (four TMA
+ * boxes) and waits until the TMA has read it; then the 96 threads replace
+ * u by act = relu(u)^2 in place (relu2_fwd_kernel's expression, a warp per
+ * row, 16 bytes a lane), fence, and thread 32 stores act and, once read,
+ * frees the buffer (sfree[c]). The consumers never wait for a store. */
+__device__ __forceinline__ void mlp_fc_epilogue(unsigned char *smem, uint32_t s0, uint32_t sbar,
+                                                int tid, int nt, int ntiles,
+                                                const CUtensorMap *tc, const CUtensorMap *td)
+{
+	const int ew = (tid >> 5) - 1, lane = tid & 31;
+	int jt = 0;
+	for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x, jt++) {
+		const int m0 = tile / nt * MLP_BM, n0 = tile % nt * MLP_BN;
+		for (int c = 0; c < 2; c++) {
+			unsigned char *stg = smem + MLP_STG + c * MLP_STGBYTES;
+			const uint32_t sstg = s0 + MLP_STG + c * MLP_STGBYTES;
+			att_mbar_wait(sbar + MLP_B_SFULL + 8 * c, jt & 1);
+			if (tid == 32) {
+				for (int p = 0; p < MLP_BN / 64; p++)
+					att_tma_store_2d(tc, n0 + 64 * p, m0 + 64 * c, sstg + p * MLP_PANEL);
+				att_bulk_commit();
+				att_bulk_wait_read<0>();
+			}
+			mlp_bar_sync(3, 96); /* u has been read out */
+#pragma unroll 2
+			for (int r = ew; r < 64; r += 3) {
+				uint4 *p = reinterpret_cast<uint4 *>(stg + (lane >> 3) * MLP_PANEL + r * 128 +
+				                                     (((lane & 7) ^ (r & 7)) << 4));
+				const uint4 v = *p;
+				*p = make_uint4(mlp_act(v.x), mlp_act(v.y), mlp_act(v.z), mlp_act(v.w));
+			}
+			att_fence_async_smem();
+			mlp_bar_sync(3, 96);
+			if (tid == 32) {
+				for (int p = 0; p < MLP_BN / 64; p++)
+					att_tma_store_2d(td, n0 + 64 * p, m0 + 64 * c, sstg + p * MLP_PANEL);
+				att_bulk_commit();
+				att_bulk_wait_read<0>();
+				att_mbar_arrive(sbar + MLP_B_SFREE + 8 * c);
+			}
+		}
+	}
+	if (tid == 32)
+		att_bulk_wait<0>();
+}
 #endif
 
 /* EPI_FC: B is [N,K], outputs u by tc and act by td. EPI_PROJ: B is
@@ -337,9 +385,13 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 	__syncthreads(); /* the barriers are initialised (the last block-wide barrier) */
 
 	if (tid < 128) { /* producer warpgroup */
-		mlp_setmaxnreg_dec<EPI == EPI_HEAD ? 64 : 40>();
+		mlp_setmaxnreg_dec<EPI == EPI_PROJ ? 40 : 64>();
 		if (EPI == EPI_HEAD && tid >= 32) {
 			mlp_head_epilogue(smem, s0, sbar, tid, M, N, nt, ntiles, ha, &tc);
+			return;
+		}
+		if (EPI == EPI_FC && tid >= 32) {
+			mlp_fc_epilogue(smem, s0, sbar, tid, nt, ntiles, &tc, &td);
 			return;
 		}
 		if (tid != 0)
@@ -380,7 +432,7 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 	/* the registers the producer warpgroup gave back, no more: (168 - 40) *
 	 * 128 = (232 - 168) * 256; head: (168 - 64) * 128 >= (216 - 168) * 256
 	 * (an inc beyond what the block holds would wait forever) */
-	mlp_setmaxnreg_inc<EPI == EPI_HEAD ? 216 : 232>();
+	mlp_setmaxnreg_inc<EPI == EPI_PROJ ? 232 : 216>();
 	const int cw = (tid >> 7) - 1, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2,
 	          t = lane & 3;
 	const bool elected = (tid & 127) == 0; /* issues and waits for the stores */
@@ -441,10 +493,10 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 					att_pack(d[j][2], d[j][3]);
 			}
 			att_mbar_arrive(sbar + MLP_B_SFULL + 8 * cw);
-		} else if (!BT) {
-			if (elected)
-				att_bulk_wait_read<0>(); /* the previous tile's act store is out */
-			mlp_bar_sync(1 + cw, 128);
+		} else if (EPI == EPI_FC) {
+			/* u to the staging buffer; the epilogue warps store it,
+			 * then act (mlp_fc_epilogue) */
+			att_mbar_wait(sbar + MLP_B_SFREE + 8 * cw, (jt & 1) ^ 1);
 #pragma unroll
 			for (int j = 0; j < 32; j++) {
 				*reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0, j, t)) =
@@ -453,28 +505,7 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 					att_pack(d[j][2], d[j][3]);
 			}
 			att_fence_async_smem();
-			mlp_bar_sync(1 + cw, 128);
-			if (elected) {
-				for (int p = 0; p < MLP_BN / 64; p++)
-					att_tma_store_2d(&tc, n0 + 64 * p, m0 + 64 * cw, sstg + p * MLP_PANEL);
-				att_bulk_commit();
-				att_bulk_wait_read<0>();
-			}
-			mlp_bar_sync(1 + cw, 128);
-#pragma unroll
-			for (int j = 0; j < 32; j++) {
-				*reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0, j, t)) =
-					mlp_act(att_pack(d[j][0], d[j][1]));
-				*reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0 + 8, j, t)) =
-					mlp_act(att_pack(d[j][2], d[j][3]));
-			}
-			att_fence_async_smem();
-			mlp_bar_sync(1 + cw, 128);
-			if (elected) {
-				for (int p = 0; p < MLP_BN / 64; p++)
-					att_tma_store_2d(&td, n0 + 64 * p, m0 + 64 * cw, sstg + p * MLP_PANEL);
-				att_bulk_commit();
-			}
+			att_mbar_arrive(sbar + MLP_B_SFULL + 8 * cw);
 		} else {
 			att_mbar_wait(sbar + MLP_B_UFULL + 8 * cw, jt & 1); /* u is in */
 #pragma unroll
