@@ -118,8 +118,8 @@
 #define MLP_B_EMPTY (8 * MLP_STAGES)           /* empty[s] */
 #define MLP_B_UFULL (16 * MLP_STAGES)          /* ufull[c], c = consumer */
 #define MLP_B_UFREE (16 * MLP_STAGES + 16)     /* ufree[c] */
-#define MLP_B_SFULL (16 * MLP_STAGES + 32)     /* head: sfull[c] */
-#define MLP_B_SFREE (16 * MLP_STAGES + 48)     /* head: sfree[c] */
+#define MLP_B_SFULL (16 * MLP_STAGES + 32)     /* fc: sfull[c] */
+#define MLP_B_SFREE (16 * MLP_STAGES + 48)     /* fc: sfree[c] */
 #define MLP_SMEM (MLP_BARS + 16 * MLP_STAGES + 64 + 1008) /* + the 1024-byte alignment */
 #define MLP_EMPTY_ARRIVALS 8                   /* one per consumer warp */
 
@@ -184,122 +184,9 @@ __device__ __forceinline__ uint32_t mlp_stg_off(int r, int j, int t)
 }
 #endif
 
-/* The head's epilogue (EPI_HEAD): see head_gemm_softcap in mlp_gemm.cuh. */
-struct mlp_head_args {
-	const uint32_t *tgt; /* [M] */
-	float *part;         /* [M, P] */
-	float *ztgt;         /* [M] */
-	float cap;
-	int P, want_q;
-};
-
-enum { EPI_FC = 0, EPI_PROJ = 1, EPI_HEAD = 2 };
-
-/* The softcapped logit z = cap tanh(l / cap) of a bf16-rounded logit l and
- * its e = exp(z - cap), with head_loss.cu's fast forms (tanh through the
- * exp unit; k2 = 2 log2(e) / cap, kc = cap log2(e)); q = bf16 of
- * e (1 - (z / cap)^2). */
-__device__ __forceinline__ float mlp_head_e(float l, float k2, float kc, float *th)
-{
-	const float t = 1.0f - __fdividef(2.0f, 1.0f + exp2f(l * k2));
-	*th = t;
-	return exp2f(kc * t - kc);
-}
+enum { EPI_FC = 0, EPI_PROJ = 1 };
 
 #ifdef ATT_HAS_WGMMA
-/* The head's epilogue warps: warps 1..3 of the producer warpgroup (96
- * threads, 64 registers). Per tile and consumer c they wait for c's bf16
- * logits in its staging buffer (sfull[c]), then take its 64 rows in turn,
- * a warp per row: lane k has columns 8 k .. 8 k + 7 of the tile (one
- * 16-byte chunk), computes e and t of each, q in place, the sum of e over
- * its columns < N, and the row's sum by a fixed butterfly (part); the
- * lane holding the target column writes ztgt. Then fence.proxy.async, a
- * named barrier of the 96 (id 3), and thread 32 stores the four boxes and,
- * once the TMA has read them, frees the buffer (sfree[c]). The consumers
- * meanwhile run the next tile's products. */
-__device__ __forceinline__ void mlp_head_epilogue(unsigned char *smem, uint32_t s0, uint32_t sbar,
-                                                  int tid, int M, int N, int nt, int ntiles,
-                                                  const mlp_head_args &ha, const CUtensorMap *tc)
-{
-	const int ew = (tid >> 5) - 1, lane = tid & 31;
-	const float cap = ha.cap, k2 = 2.0f * 1.4426950408889634f / cap,
-	            kc = cap * 1.4426950408889634f;
-	int jt = 0;
-	for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x, jt++) {
-		const int m0 = tile / nt * MLP_BM, n0 = tile % nt * MLP_BN;
-		const int lim = N - n0 - 8 * lane; /* this lane's columns < N: o < lim */
-		for (int c = 0; c < 2; c++) {
-			unsigned char *stg = smem + MLP_STG + c * MLP_STGBYTES;
-			/* lane k loads the target of the warp's k-th row (rows ew,
-			 * ew + 3, ..: at most 22) before the wait */
-			const int rk = m0 + 64 * c + ew + 3 * lane;
-			const uint32_t yk = ew + 3 * lane < 64 && rk < M ? ha.tgt[rk] : 0xffffffffu;
-			att_mbar_wait(sbar + MLP_B_SFULL + 8 * c, jt & 1);
-			/* two rows at a time (rows rr and rr + 3): independent
-			 * chains for the exp unit and the shuffles */
-			for (int rr = ew, k = 0; rr < 64; rr += 6, k += 2) {
-				float sum[2];
-#pragma unroll
-				for (int u = 0; u < 2; u++) {
-					const int r = rr + 3 * u, row = m0 + 64 * c + r;
-					const uint32_t y = __shfl_sync(0xffffffffu, yk, k + u);
-					sum[u] = 0.0f;
-					if (r >= 64) /* the warp's last pair may have one row */
-						continue;
-					const int oy = y < (uint32_t)N ? (int)(y - (uint32_t)(n0 + 8 * lane)) : -1;
-					uint4 *p = reinterpret_cast<uint4 *>(stg + (lane >> 3) * MLP_PANEL + r * 128 +
-					                                     (((lane & 7) ^ (r & 7)) << 4));
-					const uint4 v = *p;
-					const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-					uint32_t o[4];
-#pragma unroll
-					for (int h = 0; h < 4; h++) {
-						float t0, t1;
-						const float e0 = mlp_head_e(mlp_lo(w[h]), k2, kc, &t0),
-						            e1 = mlp_head_e(mlp_hi(w[h]), k2, kc, &t1);
-						if (2 * h < lim)
-							sum[u] += e0;
-						if (2 * h + 1 < lim)
-							sum[u] += e1;
-						if (oy == 2 * h)
-							ha.ztgt[row] = cap * t0;
-						if (oy == 2 * h + 1)
-							ha.ztgt[row] = cap * t1;
-						o[h] = att_pack(e0 * (1.0f - t0 * t0), e1 * (1.0f - t1 * t1));
-					}
-					if (ha.want_q)
-						*p = make_uint4(o[0], o[1], o[2], o[3]);
-				}
-#pragma unroll
-				for (int m = 16; m >= 1; m >>= 1) {
-					sum[0] += __shfl_xor_sync(0xffffffffu, sum[0], m);
-					sum[1] += __shfl_xor_sync(0xffffffffu, sum[1], m);
-				}
-#pragma unroll
-				for (int u = 0; u < 2; u++) {
-					const int r = rr + 3 * u, row = m0 + 64 * c + r;
-					if (lane == 0 && r < 64 && row < M)
-						ha.part[(size_t)row * ha.P + n0 / MLP_BN] = sum[u];
-				}
-			}
-			if (ha.want_q)
-				att_fence_async_smem();
-			mlp_bar_sync(3, 96);
-			if (tid == 32) {
-				if (ha.want_q) {
-					const uint32_t sstg = s0 + MLP_STG + c * MLP_STGBYTES;
-					for (int p = 0; p < MLP_BN / 64; p++)
-						att_tma_store_2d(tc, n0 + 64 * p, m0 + 64 * c, sstg + p * MLP_PANEL);
-					att_bulk_commit();
-					att_bulk_wait_read<0>();
-				}
-				att_mbar_arrive(sbar + MLP_B_SFREE + 8 * c);
-			}
-		}
-	}
-	if (tid == 32)
-		att_bulk_wait<0>();
-}
 
 /* The fc's epilogue warps (warps 1..3 of the producer warpgroup): per tile
  * and consumer c, once c's u is in its staging buffer (sfull[c]; the
@@ -350,17 +237,15 @@ __device__ __forceinline__ void mlp_fc_epilogue(unsigned char *smem, uint32_t s0
 }
 #endif
 
-/* EPI_FC: B is [N,K], outputs u by tc and act by td. EPI_PROJ: B is
- * [K,N], output du by tc, input u by td. EPI_HEAD: B is [N,K], output q
- * by tc (if ha.want_q), part and ztgt (ha). ta, tb: the tensor maps of A
- * and B, tc, td: 64 x 64 boxes of the [M,N] tensors (mlp_tmap). M and N
- * may end inside a tile (EPI_HEAD only): the TMA loads zeros there and
- * stores nothing. */
+/* EPI_FC: B is [N,K], outputs u by tc and act by td (stored by the
+ * epilogue warps, mlp_fc_epilogue). EPI_PROJ: B is [K,N], output du by tc,
+ * input u by td. ta, tb: the tensor maps of A and B, tc, td: 64 x 64
+ * boxes of the [M,N] tensors (mlp_tmap). */
 template <int EPI>
 __global__ void __launch_bounds__(MLP_THREADS, 1)
 mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb,
                 const __grid_constant__ CUtensorMap tc, const __grid_constant__ CUtensorMap td,
-                int M, int N, int K, const mlp_head_args ha)
+                int M, int N, int K)
 {
 	constexpr int BT = EPI == EPI_PROJ;
 #ifdef ATT_HAS_WGMMA
@@ -368,8 +253,7 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 	unsigned char *smem = smem_raw + ((1024 - (att_smem(smem_raw) & 1023)) & 1023);
 	const uint32_t s0 = att_smem(smem), sbar = s0 + MLP_BARS;
 	const int tid = threadIdx.x;
-	const int nt = (N + MLP_BN - 1) / MLP_BN, ntiles = (M + MLP_BM - 1) / MLP_BM * nt,
-	          nk = K / MLP_BK;
+	const int nt = N / MLP_BN, ntiles = M / MLP_BM * nt, nk = K / MLP_BK;
 	if (tid == 0) {
 		for (int st = 0; st < MLP_STAGES; st++) {
 			att_mbar_init(sbar + MLP_B_FULL + 8 * st, 1);
@@ -386,10 +270,6 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 
 	if (tid < 128) { /* producer warpgroup */
 		mlp_setmaxnreg_dec<EPI == EPI_PROJ ? 40 : 64>();
-		if (EPI == EPI_HEAD && tid >= 32) {
-			mlp_head_epilogue(smem, s0, sbar, tid, M, N, nt, ntiles, ha, &tc);
-			return;
-		}
 		if (EPI == EPI_FC && tid >= 32) {
 			mlp_fc_epilogue(smem, s0, sbar, tid, nt, ntiles, &tc, &td);
 			return;
@@ -430,7 +310,7 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 	}
 
 	/* the registers the producer warpgroup gave back, no more: (168 - 40) *
-	 * 128 = (232 - 168) * 256; head: (168 - 64) * 128 >= (216 - 168) * 256
+	 * 128 = (232 - 168) * 256; fc: (168 - 64) * 128 >= (216 - 168) * 256
 	 * (an inc beyond what the block holds would wait forever) */
 	mlp_setmaxnreg_inc<EPI == EPI_PROJ ? 232 : 216>();
 	const int cw = (tid >> 7) - 1, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2,
@@ -481,19 +361,7 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 
 		/* Epilogue through the staging buffer (swizzled as the TMA's
 		 * boxes: mlp_stg_off), then TMA stores of four 64 x 64 boxes */
-		if (EPI == EPI_HEAD) {
-			/* the bf16-rounded logits to the staging buffer, for the
-			 * epilogue warps (mlp_head_epilogue) */
-			att_mbar_wait(sbar + MLP_B_SFREE + 8 * cw, (jt & 1) ^ 1);
-#pragma unroll
-			for (int j = 0; j < 32; j++) {
-				*reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0, j, t)) =
-					att_pack(d[j][0], d[j][1]);
-				*reinterpret_cast<uint32_t *>(stg + mlp_stg_off(r0 + 8, j, t)) =
-					att_pack(d[j][2], d[j][3]);
-			}
-			att_mbar_arrive(sbar + MLP_B_SFULL + 8 * cw);
-		} else if (EPI == EPI_FC) {
+		if (EPI == EPI_FC) {
 			/* u to the staging buffer; the epilogue warps store it,
 			 * then act (mlp_fc_epilogue) */
 			att_mbar_wait(sbar + MLP_B_SFREE + 8 * cw, (jt & 1) ^ 1);
@@ -589,12 +457,11 @@ static int mlp_tmap(CUtensorMap *map, const void *p, int rows, int cols, int br,
  * (it is per device, and a process may drive several). */
 template <int EPI>
 static void mlp_run(int grid, cudaStream_t s, const CUtensorMap &tA, const CUtensorMap &tB,
-                    const CUtensorMap &tC, const CUtensorMap &tD, int M, int N, int K,
-                    const mlp_head_args &ha)
+                    const CUtensorMap &tC, const CUtensorMap &tD, int M, int N, int K)
 {
 	CUDA_CHECK(cudaFuncSetAttribute(mlp_gemm_kernel<EPI>,
 	                                cudaFuncAttributeMaxDynamicSharedMemorySize, MLP_SMEM));
-	ATT_LAUNCH(mlp_gemm_kernel<EPI>, grid, MLP_THREADS, MLP_SMEM, s, tA, tB, tC, tD, M, N, K, ha);
+	ATT_LAUNCH(mlp_gemm_kernel<EPI>, grid, MLP_THREADS, MLP_SMEM, s, tA, tB, tC, tD, M, N, K);
 }
 
 static int mlp_grid(int tiles)
@@ -618,11 +485,10 @@ static int mlp_launch(int bt, uint16_t *out, uint16_t *act, const uint16_t *uin,
 	    mlp_tmap(&tC, out, M, N, 64, 64) || mlp_tmap(&tD, bt ? uin : act, M, N, 64, 64))
 		return -1;
 	const int grid = mlp_grid(M / MLP_BM * (N / MLP_BN));
-	const mlp_head_args none = {};
 	if (bt)
-		mlp_run<EPI_PROJ>(grid, s, tA, tB, tC, tD, M, N, K, none);
+		mlp_run<EPI_PROJ>(grid, s, tA, tB, tC, tD, M, N, K);
 	else
-		mlp_run<EPI_FC>(grid, s, tA, tB, tC, tD, M, N, K, none);
+		mlp_run<EPI_FC>(grid, s, tA, tB, tC, tD, M, N, K);
 	CUDA_CHECK_LAST();
 	return 0;
 }
@@ -641,33 +507,4 @@ extern "C" int mlp_proj_dx_relu2(uint16_t *du, const uint16_t *dy, const uint16_
 	if (du == dy || du == W)
 		return -1;
 	return mlp_launch(1, du, NULL, u, dy, W, M, N, K, s);
-}
-
-extern "C" int head_gemm_supported(int M, int N, int K, float cap)
-{
-	if (M < 1 || N < 8 || N % 8 || K < MLP_BK || K % MLP_BK || !(cap > 0.0f))
-		return 0;
-	if ((long long)((M + MLP_BM - 1) / MLP_BM) * ((N + MLP_BN - 1) / MLP_BN) >= 1ll << 30)
-		return 0;
-	return mlp_device_sms() > 0;
-}
-
-extern "C" int head_gemm_softcap(uint16_t *q, float *part, float *ztgt, const uint16_t *x,
-                                 const uint16_t *W, const uint32_t *targets, int M, int N, int K,
-                                 float cap, cudaStream_t s)
-{
-	if (!head_gemm_supported(M, N, K, cap) || !mlp_aligned(x) || !mlp_aligned(W) || !part ||
-	    !ztgt || !targets || (q && (!mlp_aligned(q) || q == x || q == W)))
-		return -1;
-	CUtensorMap tA, tB, tC;
-	if (mlp_tmap(&tA, x, M, K, MLP_BM, MLP_BK) || mlp_tmap(&tB, W, N, K, MLP_BN, MLP_BK) ||
-	    mlp_tmap(&tC, q ? q : x, q ? M : M, q ? N : K, 64, 64))
-		return -1;
-	mlp_head_args ha;
-	ha.tgt = targets, ha.part = part, ha.ztgt = ztgt, ha.cap = cap;
-	ha.P = (N + MLP_BN - 1) / MLP_BN, ha.want_q = q != NULL;
-	const int grid = mlp_grid((M + MLP_BM - 1) / MLP_BM * ha.P);
-	mlp_run<EPI_HEAD>(grid, s, tA, tB, tC, tC, M, N, K, ha);
-	CUDA_CHECK_LAST();
-	return 0;
 }

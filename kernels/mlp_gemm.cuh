@@ -58,25 +58,6 @@ int mlp_proj_dx_relu2(uint16_t *du, const uint16_t *dy, const uint16_t *W, const
 
 void mlp_gemm_set_ctas(int n);
 
-/* The LM head's logits product with the softcap and the exponentials in
- * its epilogue (kernels/head_loss.cu's producer), same kernel family:
- *   l = bf16(x W^T) (x [M,K], W [N,K] row-major, fp32 accumulation, one
- *   rounding), t = tanh(l / cap) (fast form: 1 - 2 / (1 + exp(2 l / cap))
- *   through the exp unit), z = cap t, e = exp(z - cap) <= 1;
- *   q[M,N] = bf16(e (1 - t^2)) when q != NULL (the loss-only forward
- *   passes NULL);
- *   part[r * P + p] = sum of e over the columns 256 p .. 256 p + 255 (< N)
- *   of row r, P = ceil(N / 256), summed in a fixed order (repeatable);
- *   ztgt[r] = z of column targets[r] (not written when targets[r] >= N).
- * M and N need not be multiples of the tile (128 x 256); N % 8 == 0,
- * K % 64 == 0, cap > 0, x, W, q 16-byte aligned, q distinct from x and W.
- * head_gemm_supported says whether the device and build can run it; the
- * launcher returns -1 with nothing launched otherwise. */
-int head_gemm_supported(int M, int N, int K, float cap);
-int head_gemm_softcap(uint16_t *q, float *part, float *ztgt, const uint16_t *x,
-                      const uint16_t *W, const uint32_t *targets, int M, int N, int K,
-                      float cap, cudaStream_t s);
-
 #ifdef __cplusplus
 }
 #endif

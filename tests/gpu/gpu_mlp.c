@@ -29,10 +29,7 @@
  *   bench  GPT_BENCH=1 only: at 65536 x 3072 x 768, the fused kernels
  *          against cuBLAS + relu2 (ms, TFLOP/s), 20 back to back, median
  *          of 5.
- *   head   head_gemm_softcap (the LM head's logits with the softcap and
- *          exponentials in the epilogue) against a double reference, M
- *          and N inside and at tile ends: see run_head.
- * Check test cases: "mlp" (fc, proj, both, bad, head), "bench"; CK_RUN_CASE.
+ * Check test cases: "mlp" (fc, proj, both, bad), "bench"; CK_RUN_CASE.
  */
 #include <math.h>
 #include <stdint.h>
@@ -45,7 +42,6 @@
 #include "mlp_gemm.cuh"
 #ifndef GPT_EMU
 #include "gemm.cuh"
-#include "head_loss.cuh"
 #include "relu2.cuh"
 int engine_cuda_available(void); /* kernels/device.cu */
 #endif
@@ -369,137 +365,6 @@ START_TEST(mlp_large)
 END_TEST
 #endif
 
-/* ------------------------------------------------------------------------
- * The head's product (head_gemm_softcap) against a double reference: for
- * each logit l (reference, with its summation bound tl = tol_sum), the
- * kernel's q must lie within the values of bf16(e (1 - t^2)) over
- * [l - tl, l + tl] (t = tanh(l / cap), e = exp(cap t - cap)), widened by
- * 2^-7 relative (q's rounding, the fast exp/tanh) plus 1e-6 e; part (the
- * row's e summed over each 256 columns) within sum (e |dz|) + 2^-12 sum e
- * where |dz| = (1 - t^2) tl + 2e-5; ztgt within the same |dz|; rows
- * whose target is >= N keep their poisoned ztgt. Without q (NULL): the
- * same part and ztgt bits, nothing else written. Grids 1, 3 and the
- * default: the same bits.
- */
-static double head_q(double l, double cap)
-{
-	const double t = tanh(l / cap);
-	return exp(cap * t - cap) * (1 - t * t);
-}
-
-static void run_head(int M, int N, int K, double cap)
-{
-	printf("head M %d, N %d, K %d, cap %g\n", M, N, K, cap);
-	const int P = (N + 255) / 256;
-	const size_t nA = (size_t)M * K, nW = (size_t)N * K, nC = (size_t)M * N, nP = (size_t)M * P;
-	uint16_t *x = rand_bf16(nA, 1.0, 0), *W = rand_bf16(nW, 3.0 / sqrt(K), 0);
-	uint32_t *tg = xmalloc(4 * (size_t)M);
-	for (int r = 0; r < M; r++)
-		tg[r] = r % 11 == 3 ? (uint32_t)N + (uint32_t)(rnd() % 100) : (uint32_t)(rnd() % N);
-	uint16_t *dx = upload(x, 2 * nA), *dW = upload(W, 2 * nW);
-	uint32_t *dtg = upload(tg, 4 * (size_t)M);
-	uint16_t *dq = dmalloc(2 * nC);
-	float *dpart = dmalloc(4 * nP), *dz = dmalloc(4 * (size_t)M);
-	uint16_t *q0 = NULL;
-	float *part0 = NULL, *z0 = NULL;
-	static const int grids[] = {0, 1, 3, -1};
-	for (int gi = 0; gi < 4; gi++) {
-		const int noq = grids[gi] < 0;
-		mlp_gemm_set_ctas(noq ? 0 : grids[gi]);
-		poison(dq, 2 * nC), poison(dpart, 4 * nP), poison(dz, 4 * (size_t)M);
-		ck_assert_int_eq(head_gemm_softcap(noq ? NULL : dq, dpart, dz, dx, dW, dtg, M, N, K,
-		                                   (float)cap, 0),
-		                 0);
-		uint16_t *q = download(dq, 2 * nC);
-		float *part = (float *)download(dpart, 4 * nP), *z = (float *)download(dz, 4 * (size_t)M);
-		if (gi == 0) {
-			q0 = q, part0 = part, z0 = z;
-			continue;
-		}
-		if (noq) {
-			size_t i = 0;
-			while (i < nC && q[i] == 0xFFFF)
-				i++;
-			EXPECT(i == nC, "head without q: q[%zu] written", i);
-		} else {
-			expect_same(q, q0, nC, "head q, other grid");
-		}
-		EXPECT(!memcmp(part, part0, 4 * nP), "head part differs (grid %d)", grids[gi]);
-		EXPECT(!memcmp(z, z0, 4 * (size_t)M), "head ztgt differs (grid %d)", grids[gi]);
-		free(q), free(part), free(z);
-	}
-	mlp_gemm_set_ctas(0);
-	double *ref = xmalloc(sizeof(double) * N), *mag = xmalloc(sizeof(double) * N);
-	double wq = 0, wp = 0, wz = 0;
-	for (int i = 0; i < ref_nrows(M); i++) {
-		const int r = ref_rows(M, i);
-		ref_row(x, W, 0, r, N, K, ref, mag);
-		double ps = 0, pe = 0, pd = 0;
-		for (int n = 0; n < N; n++) {
-			const double l = ref[n], tl = tol_sum(l, mag[n]) + 1e-30;
-			double lo = head_q(l, cap), hi = lo;
-			for (int s2 = -1; s2 <= 1; s2 += 2) {
-				const double v = head_q(l + s2 * tl, cap);
-				lo = v < lo ? v : lo, hi = v > hi ? v : hi;
-			}
-			const double t = tanh(l / cap), e = exp(cap * t - cap);
-			const double dz = (1 - t * t) * tl + 2e-5;
-			const double slack = 0x1p-7 * hi + 1e-6 * e;
-			const double got = bf16_to_f32(q0[(size_t)r * N + n]);
-			const double err = got < lo ? lo - got : got > hi ? got - hi : 0;
-			wq = err / slack > wq ? err / slack : wq;
-			EXPECT(err <= slack, "head q[%d][%d] = %.6g, reference in [%.6g, %.6g] (l %.6g)", r,
-			       n, got, lo, hi, l);
-			if ((uint32_t)n == tg[r]) {
-				const double ez = fabs(z0[r] - cap * t);
-				wz = ez / dz > wz ? ez / dz : wz;
-				EXPECT(ez <= dz, "head ztgt[%d] = %.7g, reference %.7g", r, z0[r], cap * t);
-			}
-			ps += e, pe += e * dz, pd += e;
-			if (n % 256 == 255 || n == N - 1) {
-				const double gotp = part0[(size_t)r * P + n / 256];
-				const double tol = pe + 0x1p-12 * pd, ep = fabs(gotp - ps);
-				wp = ep / tol > wp ? ep / tol : wp;
-				EXPECT(ep <= tol, "head part[%d][%d] = %.7g, reference %.7g", r, n / 256, gotp,
-				       ps);
-				ps = pe = pd = 0;
-			}
-		}
-		if (tg[r] >= (uint32_t)N) {
-			uint32_t bits;
-			memcpy(&bits, &z0[r], 4);
-			EXPECT(bits == 0xFFFFFFFFu, "head ztgt[%d] written for target %u >= N", r, tg[r]);
-		}
-	}
-	printf("  q, part, ztgt worst |err| / allowed %.3f, %.3f, %.3f over %d rows; same bits on "
-	       "1 and 3 CTAs; without q the same part and ztgt, q untouched\n",
-	       wq, wp, wz, ref_nrows(M));
-	char tag[64];
-	snprintf(tag, sizeof tag, "head M %d N %d K %d", M, N, K);
-	EXPECT_NONE(tag);
-	free(ref), free(mag), free(x), free(W), free(tg), free(q0), free(part0), free(z0);
-	dfree(dx), dfree(dW), dfree(dtg), dfree(dq), dfree(dpart), dfree(dz);
-}
-
-START_TEST(head_small)
-{
-	if (!have_device("head"))
-		return;
-	seed_test("head");
-	run_head(128, 256, 64, 15);
-	run_head(200, 1000, 128, 15); /* M and N end inside tiles */
-	run_head(37, 520, 192, 30);
-#ifndef GPT_EMU
-	run_head(1000, 50304, 768, 15);
-	run_head(8192, 50304, 768, 15);
-#endif
-	ck_assert(!head_gemm_supported(128, 1001, 64, 15)); /* N % 8 */
-	ck_assert(!head_gemm_supported(128, 1000, 96, 15)); /* K % 64 */
-	ck_assert(!head_gemm_supported(128, 1000, 64, 0));  /* no softcap */
-	ck_assert(!head_gemm_supported(0, 1000, 64, 15));
-}
-END_TEST
-
 /* unsupported shapes and pointers: -1 and nothing written */
 START_TEST(mlp_bad)
 {
@@ -555,17 +420,11 @@ static int cmp_float(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-enum { B_FUSED_FC, B_GEMM_FC, B_RELU2_FWD, B_FUSED_PROJ, B_GEMM_DX, B_RELU2_BWD, B_HEAD_Q, B_HEAD_NOQ, B_HEAD_GEMM, B_HEAD_LOSS };
+enum { B_FUSED_FC, B_GEMM_FC, B_RELU2_FWD, B_FUSED_PROJ, B_GEMM_DX, B_RELU2_BWD };
 struct bench_bufs {
 	struct gemm_ctx *g;
 	uint16_t *h, *W, *u, *act, *dy, *du;
 	int M, N, K;
-	/* the head's shape: x = h [hM, K], hW [hN, K], q [hM, hN] */
-	uint16_t *hW, *q, *hdx;
-	uint32_t *tgt;
-	float *part, *z, *hdw, *loss;
-	int hM, hN;
-	struct head_loss *hl;
 };
 
 static void bench_once(const struct bench_bufs *b, int what)
@@ -586,19 +445,6 @@ static void bench_once(const struct bench_bufs *b, int what)
 		break;
 	case B_GEMM_DX:
 		gemm_bwd_dx(b->g, b->du, b->dy, b->W, b->M, b->K, b->N, 0.0f);
-		break;
-	case B_HEAD_Q:
-	case B_HEAD_NOQ:
-		ck_assert_int_eq(head_gemm_softcap(what == B_HEAD_Q ? b->q : NULL, b->part, b->z, b->h,
-		                                   b->hW, b->tgt, b->hM, b->hN, b->K, 15.0f, 0),
-		                 0);
-		break;
-	case B_HEAD_GEMM:
-		gemm_fwd(b->g, b->q, b->h, b->hW, b->hM, b->hN, b->K);
-		break;
-	case B_HEAD_LOSS:
-		head_loss_forward_backward(b->hl, b->g, b->h, b->hW, b->tgt, b->hM, 15.0f, b->hdx,
-		                           b->hdw, 1.0f, b->loss);
 		break;
 	default:
 		relu2_backward(b->du, b->du, b->u, nC, 0);
@@ -653,30 +499,6 @@ START_TEST(mlp_bench)
 	       "%.4f ms = %.4f ms; fused/unfused %.3f\n",
 	       t[3], flop / t[3] * 1e-9, t[4], flop / t[4] * 1e-9, t[5], t[4] + t[5],
 	       t[3] / (t[4] + t[5]));
-	/* the head's chunk: 8192 x 50304 x 768 */
-	b.hM = 8192, b.hN = 50304;
-	uint16_t *hw = rand_bf16((size_t)b.hN * b.K, 0.1, 0);
-	uint32_t *tg = xmalloc(4 * (size_t)b.hM);
-	for (int r = 0; r < b.hM; r++)
-		tg[r] = (uint32_t)(rnd() % (uint64_t)b.hN);
-	b.hW = upload(hw, 2 * (size_t)b.hN * b.K), b.tgt = upload(tg, 4 * (size_t)b.hM);
-	b.q = dmalloc(2 * (size_t)b.hM * b.hN);
-	b.part = dmalloc(4 * (size_t)b.hM * ((b.hN + 255) / 256)), b.z = dmalloc(4 * (size_t)b.hM);
-	const double hflop = 2.0 * b.hM * b.hN * b.K;
-	b.hl = head_loss_create(b.hM, b.hN, b.K, 0, 0);
-	b.hdx = dmalloc(2 * (size_t)b.hM * b.K), b.loss = dmalloc(4);
-	b.hdw = dmalloc(4 * (size_t)b.hN * b.K);
-	CUDA_CHECK(cudaMemset(b.hdw, 0, 4 * (size_t)b.hN * b.K));
-	const double th[4] = {bench_ms(&b, B_HEAD_Q), bench_ms(&b, B_HEAD_NOQ),
-	                      bench_ms(&b, B_HEAD_GEMM), bench_ms(&b, B_HEAD_LOSS)};
-	printf("  head logits (M %d, N %d): fused with q %.4f ms (%.0f TFLOP/s), without q %.4f ms; "
-	       "cuBLAS product alone %.4f ms (%.0f TFLOP/s); head_loss_forward_backward (all of "
-	       "it, one chunk) %.4f ms\n",
-	       b.hM, b.hN, th[0], hflop / th[0] * 1e-9, th[1], th[2], hflop / th[2] * 1e-9, th[3]);
-	head_loss_free(b.hl);
-	free(hw), free(tg);
-	dfree(b.hW), dfree(b.tgt), dfree(b.q), dfree(b.part), dfree(b.z);
-	dfree(b.hdx), dfree(b.loss), dfree(b.hdw);
 	const char *ctas = getenv("GPT_MLP_CTAS"); /* e.g. "132,128,120,66" */
 	for (const char *p = ctas; p && *p;) {
 		const int n = atoi(p);
@@ -704,7 +526,6 @@ static Suite *mlp_suite(void)
 	TCase *t = tcase_create("mlp");
 	tcase_add_test(t, mlp_bad);
 	tcase_add_test(t, mlp_small);
-	tcase_add_test(t, head_small);
 #ifndef GPT_EMU
 	tcase_add_test(t, mlp_large);
 #endif
