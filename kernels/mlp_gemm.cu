@@ -186,6 +186,14 @@ __device__ __forceinline__ uint32_t mlp_stg_off(int r, int j, int t)
 
 enum { EPI_FC = 0, EPI_PROJ = 1 };
 
+/* Registers a thread: what the block holds (65536 / 384 rounded down to
+ * 8), and the split by setmaxnreg: the producer warpgroup keeps 40 (proj)
+ * or 64 (fc: its epilogue warps), the two consumer warpgroups take the
+ * rest. */
+#define MLP_REGS ((65536 / MLP_THREADS) & ~7)
+#define MLP_PRODUCER_REGS(epi) ((epi) == EPI_PROJ ? 40 : 64)
+#define MLP_CONSUMER_REGS(epi) ((epi) == EPI_PROJ ? 232 : 216)
+
 #ifdef ATT_HAS_WGMMA
 
 /* The fc's epilogue warps (warps 1..3 of the producer warpgroup): per tile
@@ -269,7 +277,7 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 	__syncthreads(); /* the barriers are initialised (the last block-wide barrier) */
 
 	if (tid < 128) { /* producer warpgroup */
-		mlp_setmaxnreg_dec<EPI == EPI_PROJ ? 40 : 64>();
+		mlp_setmaxnreg_dec<MLP_PRODUCER_REGS(EPI)>();
 		if (EPI == EPI_FC && tid >= 32) {
 			mlp_fc_epilogue(smem, s0, sbar, tid, nt, ntiles, &tc, &td);
 			return;
@@ -309,10 +317,14 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 		return;
 	}
 
-	/* the registers the producer warpgroup gave back, no more: (168 - 40) *
-	 * 128 = (232 - 168) * 256; fc: (168 - 64) * 128 >= (216 - 168) * 256
-	 * (an inc beyond what the block holds would wait forever) */
-	mlp_setmaxnreg_inc<EPI == EPI_PROJ ? 232 : 216>();
+	/* the registers the producer warpgroup gave back, no more (an inc
+	 * beyond what the block holds waits forever); the block holds
+	 * MLP_REGS a thread (ptxas gives a kernel with setmaxnreg the most its
+	 * launch bounds allow) */
+	static_assert(128 * MLP_PRODUCER_REGS(EPI) + 256 * MLP_CONSUMER_REGS(EPI) <=
+	                  MLP_THREADS * MLP_REGS,
+	              "setmaxnreg: the consumers ask for more registers than the block holds");
+	mlp_setmaxnreg_inc<MLP_CONSUMER_REGS(EPI)>();
 	const int cw = (tid >> 7) - 1, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2,
 	          t = lane & 3;
 	const bool elected = (tid & 127) == 0; /* issues and waits for the stores */
