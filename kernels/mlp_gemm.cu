@@ -17,9 +17,11 @@
  * 128-row block of A run at about the same time on neighbouring CTAs and
  * read that block from L2 after the first; B (4.7 MB at the record's
  * shape) stays in L2 throughout, so A is read from memory about once.
- * Warpgroup 0 is the producer: after setmaxnreg.dec to 40 registers its
- * thread 0 issues every TMA load and the others exit. Warpgroups 1 and 2
- * (setmaxnreg.inc to 232) are the consumers: warpgroup 1 + c computes rows
+ * Warpgroup 0 is the producer: after setmaxnreg.dec (to 40 registers for
+ * proj, 64 for fc: MLP_PRODUCER_REGS) its thread 0 issues every TMA load;
+ * in fc its warps 1..3 are the epilogue warps (below), otherwise they
+ * exit. Warpgroups 1 and 2 (setmaxnreg.inc to 232 or 216, what warpgroup
+ * 0 gave back) are the consumers: warpgroup 1 + c computes rows
  * 64 c..64 c+63 of the tile, all 256 columns, as wgmma m64n256k16 with both
  * operands in shared memory: 128 fp32 accumulators per thread, four
  * products per 64-deep step, one commit group per step.
@@ -63,30 +65,38 @@
  * Epilogue, through shared memory: a thread holds rows g and g + 8 of its
  * warp's 16 (lane = 4 g + t), columns 8 j + 2 t, +1 for j = 0..31, and
  * writes each pair to its place in the warpgroup's staging buffer
- * (mlp_stg_off: conflict-free); after fence.proxy.async and a named barrier
- * of the warpgroup, its thread 0 stores the four boxes with TMA tensor
- * stores (bulk groups), which drain while the next tile's products run.
- * Forward: u = bf16(acc) is staged and stored, then (once the TMA has read
- * the buffer: wait_group.read) act = bf16(r * r) with r = max(u, 0) from
- * the rounded u, relu2_fwd_kernel's expression. Backward: the producer
- * loads the tile's u into the staging buffer by TMA (after the tile's
- * third step's loads, once the consumer has signalled on ufree[c] that its
- * previous store has left the buffer; arrival on ufull[c]); each thread
- * replaces its u pairs in place with du = u > 0 ? bf16(g * 2 * u) : 0,
- * g = bf16(acc), relu2_bwd_kernel's, and the buffer is stored as du (so
- * du may be u). Thread 0 of each consumer waits for its last stores to
+ * (mlp_stg_off: conflict-free), from where TMA tensor stores (bulk groups)
+ * write the four boxes and drain while the next tile's products run.
+ * Forward (fc): once its staging buffer is free (sfree[c]), the consumer
+ * writes u = bf16(acc), fences (fence.proxy.async) and arrives on
+ * sfull[c] (128 arrivals); the epilogue warps (mlp_fc_epilogue) store u,
+ * wait until the TMA has read it, replace it in place by act = bf16(r * r)
+ * with r = max(u, 0) (relu2_fwd_kernel's expression), store act and free
+ * the buffer: the consumers never wait for a store. Backward (proj): the
+ * producer loads the tile's u into the staging buffer by TMA (after the
+ * tile's third step's loads, once the consumer has signalled on ufree[c]
+ * that its previous store has left the buffer; arrival on ufull[c]); each
+ * consumer thread replaces its u pairs in place with du = u > 0 ?
+ * bf16(g * 2 * u) : 0, g = bf16(acc), relu2_bwd_kernel's, and after a
+ * fence and a named barrier of the warpgroup its thread 0 stores the
+ * buffer as du (so du may be u). Whoever issued stores waits for them to
  * have been read before the block ends.
  *
  * Measured on an H200 (GPT_BENCH=1 CK_RUN_CASE=bench build/tests/gpu_mlp,
- * M 65536, N 3072, K 768; session 7, .carry/s7c2.sh): fc 0.509 ms against
- * cuBLASLt + relu2 0.404-0.426 + 0.19 ms (0.82-0.85x); proj dx 0.585-0.602
- * ms against 0.408-0.439 + 0.28 ms (0.84x). Training (bench/train_gpu.sh,
- * same call): 816.9 / 922.2 / 1038.8 ms per step at W = 1 / 7 / 14 against
- * 832.7 / 940.4 / 1054.5 with GPT_MLP_GEMM=0. Earlier forms (session 6):
- * the products alone (no epilogue, 4 stages) 0.364 / 0.403 ms; stores
- * straight from the registers 1.05 / 0.74 ms (4-byte) and 0.56 / 0.85 ms
- * (16-byte after a quad transpose); two consumers on alternate 64 x 256
- * tiles with those stores 0.64 / 0.91 ms.
+ * M 65536, N 3072, K 768; session 7, .carry/s7c6.sh): fc 0.473 ms against
+ * cuBLASLt + relu2 0.403 + 0.195 ms (0.79x); proj dx 0.585-0.618 ms
+ * against 0.39-0.46 + 0.28 ms (0.83-0.87x). Training (bench/train_gpu.sh,
+ * same call): 812.6 / 921.6 / 1035.5 ms per step at W = 1 / 7 / 14 against
+ * 832.0 / 936.8 / 1055.2 with GPT_MLP_GEMM=0. Earlier forms: the
+ * consumers storing u, waiting, then act, themselves: fc 0.509 ms (0.427
+ * when act is left out, a timing experiment); the products alone (no
+ * epilogue, 4 stages, session 6) 0.364 / 0.403 ms; stores straight from
+ * the registers 1.05 / 0.74 ms (4-byte) and 0.56 / 0.85 ms (16-byte after
+ * a quad transpose); two consumers on alternate 64 x 256 tiles with those
+ * stores 0.64 / 0.91 ms. The LM head's logits with the softcap and exp in
+ * this epilogue (branch headgemm) took 1.65 ms (consumers) or 2.1 ms
+ * (epilogue warps) per 8192-row chunk against cuBLASLt's 0.93 plus a
+ * row pass of ~0.7: the exp unit's work is not hidden.
  */
 #include <stdio.h>
 #include <stdlib.h>
