@@ -66,7 +66,7 @@
  * (encoder) layer's output gradient (block_in_backward). The MLP's fc
  * product writes u and relu^2(u) in one kernel, and its proj dx product
  * applies relu^2's backward as it stores (kernels/mlp_gemm.cuh: Hopper
- * only, record-like shapes; about 0.84x the time of cuBLASLt plus
+ * only, record-like shapes; about 0.8-0.85x the time of cuBLASLt plus
  * relu2.cu's passes, which run where the fused kernels cannot, or with
  * GPT_MLP_GEMM=0: the same bits up to the products' summation order).
  *
