@@ -192,6 +192,16 @@ __device__ __forceinline__ uint32_t mlp_stg_off(int r, int j, int t)
 {
 	return (uint32_t)((j >> 3) * MLP_PANEL + r * 128 + ((((j & 7) ^ (r & 7))) << 4) + 4 * t);
 }
+
+/* One thread: the staging buffer at sstg out as the four 64 x 64 boxes at
+ * rows m0.., columns n0.. of the tensor map's [M,N] tensor, committed as
+ * one bulk group (the caller waits for it). */
+__device__ __forceinline__ void mlp_store_stg(const CUtensorMap *map, int n0, int m0, uint32_t sstg)
+{
+	for (int p = 0; p < MLP_BN / 64; p++)
+		att_tma_store_2d(map, n0 + 64 * p, m0, sstg + p * MLP_PANEL);
+	att_bulk_commit();
+}
 #endif
 
 enum { EPI_FC = 0, EPI_PROJ = 1 };
@@ -226,9 +236,7 @@ __device__ __forceinline__ void mlp_fc_epilogue(unsigned char *smem, uint32_t s0
 			const uint32_t sstg = s0 + MLP_STG + c * MLP_STGBYTES;
 			att_mbar_wait(sbar + MLP_B_SFULL + 8 * c, jt & 1);
 			if (tid == 32) {
-				for (int p = 0; p < MLP_BN / 64; p++)
-					att_tma_store_2d(tc, n0 + 64 * p, m0 + 64 * c, sstg + p * MLP_PANEL);
-				att_bulk_commit();
+				mlp_store_stg(tc, n0, m0 + 64 * c, sstg);
 				att_bulk_wait_read<0>();
 			}
 			mlp_bar_sync(3, 96); /* u has been read out */
@@ -242,9 +250,7 @@ __device__ __forceinline__ void mlp_fc_epilogue(unsigned char *smem, uint32_t s0
 			att_fence_async_smem();
 			mlp_bar_sync(3, 96);
 			if (tid == 32) {
-				for (int p = 0; p < MLP_BN / 64; p++)
-					att_tma_store_2d(td, n0 + 64 * p, m0 + 64 * c, sstg + p * MLP_PANEL);
-				att_bulk_commit();
+				mlp_store_stg(td, n0, m0 + 64 * c, sstg);
 				att_bulk_wait_read<0>();
 				att_mbar_arrive(sbar + MLP_B_SFREE + 8 * c);
 			}
@@ -408,9 +414,7 @@ mlp_gemm_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ 
 			att_fence_async_smem();
 			mlp_bar_sync(1 + cw, 128);
 			if (elected) {
-				for (int p = 0; p < MLP_BN / 64; p++)
-					att_tma_store_2d(&tc, n0 + 64 * p, m0 + 64 * cw, sstg + p * MLP_PANEL);
-				att_bulk_commit();
+				mlp_store_stg(&tc, n0, m0 + 64 * cw, sstg);
 			}
 		}
 	}
