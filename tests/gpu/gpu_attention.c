@@ -53,6 +53,8 @@
 #include "attention.cuh"
 #include "check_common.h"
 #include "cuda_check.h"
+#include "gpu_bench.h"
+#include "gpu_rand.h"
 #include "model.h"
 
 int engine_cuda_available(void); /* kernels/device.cu */
@@ -62,17 +64,8 @@ int engine_cuda_available(void); /* kernels/device.cu */
 #define NOWIN (1 << 30)
 
 /* ------------------------------------------------------------------------
- * Random numbers (splitmix64), seed printed per test
+ * Random numbers (gpu_rand.h's rnd, urand, seed_test)
  */
-static uint64_t rng;
-static uint64_t rnd(void)
-{
-	uint64_t z = (rng += 0x9E3779B97F4A7C15ull);
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-	return z ^ (z >> 31);
-}
-static double urand(void) { return (double)(rnd() >> 11) / 9007199254740992.0; }
 static double nrand(void) /* Box-Muller, both values used */
 {
 	static double spare;
@@ -85,16 +78,6 @@ static double nrand(void) /* Box-Muller, both values used */
 	spare = r * sin(a), have = 1;
 	return r * cos(a);
 }
-static void seed_test(const char *what)
-{
-	const char *s = getenv("GPT_SEED");
-	uint64_t seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
-	rng = seed;
-	printf("%s: seed %llu (GPT_SEED=%llu repeats it)\n", what, (unsigned long long)seed,
-	       (unsigned long long)seed);
-	fflush(stdout);
-}
-
 /* failures so far, the first one's message, and the first one since
  * nfail was case_base (check_mask reports its own first problem) */
 static int nfail, case_base;
@@ -960,49 +943,38 @@ END_TEST
  * windows 1, 7, 14 (GPT_BENCH_WINDOWS="w1 w2 ..." replaces them),
  * FineWeb-like documents.
  */
-static int cmp_float(const void *a, const void *b)
-{
-	float x = *(const float *)a, y = *(const float *)b;
-	return (x > y) - (x < y);
-}
-
 /* bwd: 0 forward only, 1 forward + backward (attn_backward), 2 forward +
  * split backward, 3 the mma.sync forward only, 4 forward + the one-pass
  * mma.sync backward */
+struct time_call {
+	struct gpu *g;
+	int H, bwd;
+};
+static void time_call_run(void *arg)
+{
+	const struct time_call *c = arg;
+	struct gpu *g = c->g;
+	const int H = c->H, bwd = c->bwd;
+	struct gpt_err e;
+	if (bwd == 3)
+		ck_assert(attn_forward_mma(g->y, g->lse, g->q, g->k, g->v, &g->m, H, HD, 0, &e) == 0);
+	else
+		ck_assert(attn_forward(g->y, g->lse, g->q, g->k, g->v, &g->m, H, HD, 0, &e) == 0);
+	if (bwd == 1)
+		ck_assert(attn_backward(g->dq, g->dk, g->dv, g->dy, g->q, g->k, g->v, g->y, g->lse,
+		                        &g->m, H, HD, 0, &e) == 0);
+	else if (bwd == 4)
+		ck_assert(attn_backward_mma(g->dq, g->dk, g->dv, g->dy, g->q, g->k, g->v, g->y, g->lse,
+		                            &g->m, H, HD, 0, &e) == 0);
+	else if (bwd == 2)
+		ck_assert(attn_backward_split(g->dq, g->dk, g->dv, g->dy, g->q, g->k, g->v, g->y,
+		                              g->lse, &g->m, H, HD, 0, &e) == 0);
+}
+/* ms: median of reps runs after 3 untimed ones */
 static double time_ms(struct gpu *g, int H, int bwd, int reps)
 {
-	cudaEvent_t e0, e1;
-	struct gpt_err e;
-	float *ms = xmalloc(sizeof(float) * reps);
-	CUDA_CHECK(cudaEventCreate(&e0));
-	CUDA_CHECK(cudaEventCreate(&e1));
-	for (int r = -3; r < reps; r++) {
-		CUDA_CHECK(cudaEventRecord(e0, 0));
-		if (bwd == 3)
-			ck_assert(attn_forward_mma(g->y, g->lse, g->q, g->k, g->v, &g->m, H, HD, 0, &e) ==
-			          0);
-		else
-			ck_assert(attn_forward(g->y, g->lse, g->q, g->k, g->v, &g->m, H, HD, 0, &e) == 0);
-		if (bwd == 1)
-			ck_assert(attn_backward(g->dq, g->dk, g->dv, g->dy, g->q, g->k, g->v, g->y, g->lse,
-			                        &g->m, H, HD, 0, &e) == 0);
-		else if (bwd == 4)
-			ck_assert(attn_backward_mma(g->dq, g->dk, g->dv, g->dy, g->q, g->k, g->v, g->y,
-			                            g->lse, &g->m, H, HD, 0, &e) == 0);
-		else if (bwd == 2)
-			ck_assert(attn_backward_split(g->dq, g->dk, g->dv, g->dy, g->q, g->k, g->v, g->y,
-			                              g->lse, &g->m, H, HD, 0, &e) == 0);
-		CUDA_CHECK(cudaEventRecord(e1, 0));
-		CUDA_CHECK(cudaEventSynchronize(e1));
-		if (r >= 0)
-			CUDA_CHECK(cudaEventElapsedTime(&ms[r], e0, e1));
-	}
-	qsort(ms, reps, sizeof(float), cmp_float);
-	double med = ms[reps / 2];
-	CUDA_CHECK(cudaEventDestroy(e0));
-	CUDA_CHECK(cudaEventDestroy(e1));
-	free(ms);
-	return med;
+	struct time_call c = {g, H, bwd};
+	return gpu_median_ms(time_call_run, &c, 3, reps, 1);
 }
 
 START_TEST(bench)

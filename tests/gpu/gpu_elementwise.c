@@ -59,6 +59,7 @@
 #include "config.h"
 #include "cuda_check.h"
 #include "embedding.cuh"
+#include "gpu_bench.h"
 #include "mix.cuh"
 #include "cast.cuh"
 #include "model.h"
@@ -386,13 +387,8 @@ static void check_untouched(const char *what, const uint16_t *p, size_t rows, si
 
 /* ------------------------------------------------------------------------
  * Timing: median of 11 runs of stmt between events on the default stream;
- * bytes = what the kernel must move at least.
+ * bytes = what the kernel must move at least (cmp_float: gpu_bench.h).
  */
-static int cmp_float(const void *a, const void *b)
-{
-	float x = *(const float *)a, y = *(const float *)b;
-	return (x > y) - (x < y);
-}
 #define BENCH(what, bytes, stmt)                                                         \
 	do {                                                                             \
 		cudaEvent_t e0_, e1_;                                                    \

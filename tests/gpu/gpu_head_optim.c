@@ -26,6 +26,7 @@
 
 #include "check_common.h"
 #include "cuda_check.h"
+#include "gpu_bench.h"
 
 #include "adam.cuh"
 #include "cast.cuh"
@@ -1906,40 +1907,29 @@ struct bench_prod {
 	int per_micro; /* products of this shape in one record micro-batch */
 };
 
-static int cmp_float(const void *a, const void *b)
+struct bench_call {
+	struct gemm_ctx *g;
+	const struct bench_prod *b;
+	uint16_t *A, *B;
+	void *C;
+};
+static void bench_call_run(void *arg)
 {
-	float x = *(const float *)a, y = *(const float *)b;
-	return (x > y) - (x < y);
+	const struct bench_call *c = arg;
+	const struct bench_prod *b = c->b;
+	if (b->form == 0)
+		gemm_fwd(c->g, c->C, c->A, c->B, b->T, b->N, b->K);
+	else if (b->form == 1)
+		gemm_bwd_dx(c->g, c->C, c->A, c->B, b->T, b->N, b->K, 0.0f);
+	else
+		gemm_bwd_dw(c->g, c->C, c->A, c->B, b->T, b->N, b->K, 1.0f);
 }
-
+/* ms per product: 10 back to back, median of 5 */
 static double bench_time(struct gemm_ctx *g, const struct bench_prod *b, uint16_t *A,
                          uint16_t *B, void *C)
 {
-	cudaEvent_t e0, e1;
-	CUDA_CHECK(cudaEventCreate(&e0));
-	CUDA_CHECK(cudaEventCreate(&e1));
-	float ms[5];
-	for (int r = -1; r < 5; r++) {
-		CUDA_CHECK(cudaEventRecord(e0, 0));
-		for (int i = 0; i < 10; i++) {
-			if (b->form == 0)
-				gemm_fwd(g, C, A, B, b->T, b->N, b->K);
-			else if (b->form == 1)
-				gemm_bwd_dx(g, C, A, B, b->T, b->N, b->K, 0.0f);
-			else
-				gemm_bwd_dw(g, C, A, B, b->T, b->N, b->K, 1.0f);
-		}
-		CUDA_CHECK(cudaEventRecord(e1, 0));
-		CUDA_CHECK(cudaEventSynchronize(e1));
-		if (r >= 0) {
-			CUDA_CHECK(cudaEventElapsedTime(&ms[r], e0, e1));
-			ms[r] /= 10.0f;
-		}
-	}
-	CUDA_CHECK(cudaEventDestroy(e0));
-	CUDA_CHECK(cudaEventDestroy(e1));
-	qsort(ms, 5, sizeof(float), cmp_float);
-	return ms[2];
+	struct bench_call c = {g, b, A, B, C};
+	return gpu_median_ms(bench_call_run, &c, 1, 5, 10);
 }
 
 START_TEST(gemm_bench)

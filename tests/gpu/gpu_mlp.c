@@ -39,6 +39,8 @@
 
 #include "check_common.h"
 #include "cuda_check.h"
+#include "gpu_bench.h"
+#include "gpu_rand.h"
 #include "mlp_gemm.cuh"
 #ifndef GPT_EMU
 #include "gemm.cuh"
@@ -47,30 +49,12 @@ int engine_cuda_available(void); /* kernels/device.cu */
 #endif
 
 /* ------------------------------------------------------------------------
- * Random numbers (splitmix64)
+ * Random numbers (gpu_rand.h's rnd, urand, seed_test)
  */
-static uint64_t rng;
-static uint64_t rnd(void)
-{
-	uint64_t z = (rng += 0x9E3779B97F4A7C15ull);
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-	return z ^ (z >> 31);
-}
-static double urand(void) { return (double)(rnd() >> 11) / 9007199254740992.0; }
 static double nrand(void)
 {
 	double r = sqrt(-2 * log(1 - urand())), a = 6.283185307179586 * urand();
 	return r * cos(a);
-}
-static void seed_test(const char *what)
-{
-	const char *s = getenv("GPT_SEED");
-	uint64_t seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
-	rng = seed;
-	printf("%s: seed %llu (GPT_SEED=%llu repeats it)\n", what, (unsigned long long)seed,
-	       (unsigned long long)seed);
-	fflush(stdout);
 }
 
 /* n normal bf16 values of deviation sigma; with zeros, a fraction of
@@ -414,12 +398,6 @@ END_TEST
 /* ------------------------------------------------------------------------
  * GPT_BENCH=1: the record's shape, fused against cuBLAS + relu2
  */
-static int cmp_float(const void *a, const void *b)
-{
-	float x = *(const float *)a, y = *(const float *)b;
-	return (x > y) - (x < y);
-}
-
 enum { B_FUSED_FC, B_GEMM_FC, B_RELU2_FWD, B_FUSED_PROJ, B_GEMM_DX, B_RELU2_BWD };
 struct bench_bufs {
 	struct gemm_ctx *g;
@@ -451,27 +429,20 @@ static void bench_once(const struct bench_bufs *b, int what)
 	}
 }
 
+struct bench_call {
+	const struct bench_bufs *b;
+	int what;
+};
+static void bench_call_run(void *arg)
+{
+	const struct bench_call *c = arg;
+	bench_once(c->b, c->what);
+}
+/* ms per launch: 20 back to back, median of 5 */
 static double bench_ms(const struct bench_bufs *b, int what)
 {
-	cudaEvent_t e0, e1;
-	CUDA_CHECK(cudaEventCreate(&e0));
-	CUDA_CHECK(cudaEventCreate(&e1));
-	float ms[5];
-	for (int r = -1; r < 5; r++) {
-		CUDA_CHECK(cudaEventRecord(e0, 0));
-		for (int i = 0; i < 20; i++)
-			bench_once(b, what);
-		CUDA_CHECK(cudaEventRecord(e1, 0));
-		CUDA_CHECK(cudaEventSynchronize(e1));
-		if (r >= 0) {
-			CUDA_CHECK(cudaEventElapsedTime(&ms[r], e0, e1));
-			ms[r] /= 20.0f;
-		}
-	}
-	CUDA_CHECK(cudaEventDestroy(e0));
-	CUDA_CHECK(cudaEventDestroy(e1));
-	qsort(ms, 5, sizeof(float), cmp_float);
-	return ms[2];
+	struct bench_call c = {b, what};
+	return gpu_median_ms(bench_call_run, &c, 1, 5, 20);
 }
 
 START_TEST(mlp_bench)
