@@ -113,6 +113,14 @@ inline float2 __bfloat1622float2(__nv_bfloat162 v)
 	f.y = emu_bf2f(v.y.r);
 	return f;
 }
+inline float __uint_as_float(uint32_t u)
+{
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+inline float __int_as_float(int i) { return __uint_as_float((uint32_t)i); }
+inline float __fdividef(float a, float b) { return a / b; }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 
