@@ -3,12 +3,20 @@
  * backward. See head_loss.cuh.
  *
  * defines: head_loss_create, head_loss_free, head_loss_bytes,
- *          head_loss_chunk_rows, head_loss_row_cache,
- *          head_loss_token_losses, head_loss_forward_backward,
- *          head_loss_forward
+ *          head_loss_chunk_rows, head_loss_row_cache, head_loss_q_path,
+ *          head_loss_token_losses, head_loss_produce,
+ *          head_loss_forward_backward, head_loss_forward
  *
- * The fast row kernel (the default for 0 < softcap <= CE_FAST_MAX_CAP and
- * V % 8 == 0): one block of CE_FAST_THREADS threads per row, no shared
+ * The Q path (the default for 0 < softcap <= HEAD_Q_MAX_CAP and
+ * V % 8 == 0; head_loss.cuh gives the math): per chunk head_loss_produce
+ * (cuBLAS logits, then head_q_rows: one read of the row, Q written over
+ * it), head_q_finish (S, loss, r, Q's target element), dx = r (Q W) with
+ * the product in fp32 (h->acc) and one bf16 rounding in head_q_scale,
+ * which also writes xs = bf16(r x), then dW += Q^T xs. Its buffers: part
+ * [chunk, P], ztgt and r [chunk], acc [chunk, D] fp32, xs [chunk, D] bf16.
+ *
+ * The fast row kernel (the same condition with HEAD_LOSS_LEGACY; the
+ * default before the Q path): one block of CE_FAST_THREADS threads per row, no shared
  * row, two reads of the bf16 row. The softcap bounds z to [-cap, cap], so
  * sum exp(z) cannot overflow and needs no max: pass 1 sums exp(z) with
  * t = tanh(l/cap) = 1 - 2/(1 + exp(2l/cap)) and z = cap t (exp through the
@@ -27,8 +35,9 @@
  * barrier that precedes pass 3, because without the cache pass 3
  * overwrites the row it would be read from.
  */
-#include "head_loss.cuh"
 #include "kcommon.cuh"
+#include "head_loss.cuh"
+#include "head_q.cuh"
 
 #define CE_THREADS 1024
 #define CE_FAST_THREADS 256
@@ -40,8 +49,13 @@ struct head_loss {
 	int cache; /* z kept in shared memory */
 	int vec;   /* V % 8 == 0: 16-byte row accesses */
 	int precise; /* HEAD_LOSS_PRECISE */
+	int qbuf;    /* the Q path's buffers exist (vec, neither PRECISE nor LEGACY) */
 	uint16_t *logits; /* [chunk, V] */
 	float *losses;    /* [max_T] */
+	float *part;      /* [chunk, head_q_tiles(V)] (qbuf) */
+	float *ztgt, *r;  /* [chunk] (qbuf) */
+	float *acc;       /* [chunk, D] fp32 Q W (qbuf) */
+	uint16_t *xs;     /* [chunk, D] bf16 r x (qbuf) */
 };
 
 static __device__ __forceinline__ float softcap(float l, float cap)
@@ -244,7 +258,7 @@ extern "C" struct head_loss *head_loss_create(int max_T, int vocab, int dim, int
 {
 	if (max_T < 1 || vocab < 1 || dim < 1)
 		KFATAL("head_loss: invalid sizes max_T=%d vocab=%d dim=%d", max_T, vocab, dim);
-	if (flags & ~(HEAD_LOSS_NO_ROW_CACHE | HEAD_LOSS_PRECISE))
+	if (flags & ~(HEAD_LOSS_NO_ROW_CACHE | HEAD_LOSS_PRECISE | HEAD_LOSS_LEGACY))
 		KFATAL("head_loss: unknown flags 0x%x", (unsigned)flags);
 	struct head_loss *h = (struct head_loss *)calloc(1, sizeof *h);
 	if (!h)
@@ -272,6 +286,15 @@ extern "C" struct head_loss *head_loss_create(int max_T, int vocab, int dim, int
 	}
 	CUDA_CHECK(cudaMalloc(&h->logits, (size_t)h->chunk * (size_t)vocab * sizeof(uint16_t)));
 	CUDA_CHECK(cudaMalloc(&h->losses, (size_t)max_T * sizeof(float)));
+	h->qbuf = h->vec && !(flags & (HEAD_LOSS_PRECISE | HEAD_LOSS_LEGACY));
+	if (h->qbuf) {
+		const size_t c = (size_t)h->chunk, cd = c * (size_t)dim;
+		CUDA_CHECK(cudaMalloc(&h->part, c * (size_t)head_q_tiles(vocab) * sizeof(float)));
+		CUDA_CHECK(cudaMalloc(&h->ztgt, c * sizeof(float)));
+		CUDA_CHECK(cudaMalloc(&h->r, c * sizeof(float)));
+		CUDA_CHECK(cudaMalloc(&h->acc, cd * sizeof(float)));
+		CUDA_CHECK(cudaMalloc(&h->xs, cd * sizeof(uint16_t)));
+	}
 	return h;
 }
 
@@ -281,24 +304,50 @@ extern "C" void head_loss_free(struct head_loss *h)
 		return;
 	cudaFree(h->logits);
 	cudaFree(h->losses);
+	cudaFree(h->part);
+	cudaFree(h->ztgt);
+	cudaFree(h->r);
+	cudaFree(h->acc);
+	cudaFree(h->xs);
 	free(h);
 }
 
 extern "C" size_t head_loss_bytes(const struct head_loss *h)
 {
-	return (size_t)h->chunk * (size_t)h->V * sizeof(uint16_t) + (size_t)h->max_T * sizeof(float);
+	const size_t c = (size_t)h->chunk;
+	size_t b = c * (size_t)h->V * sizeof(uint16_t) + (size_t)h->max_T * sizeof(float);
+	if (h->qbuf)
+		b += c * (size_t)head_q_tiles(h->V) * sizeof(float) + 2 * c * sizeof(float) +
+		     c * (size_t)h->D * (sizeof(float) + sizeof(uint16_t));
+	return b;
 }
 
 extern "C" int head_loss_chunk_rows(const struct head_loss *h) { return h->chunk; }
 extern "C" int head_loss_row_cache(const struct head_loss *h) { return h->cache; }
 extern "C" const float *head_loss_token_losses(const struct head_loss *h) { return h->losses; }
 
+/* The Q path's condition (head_loss.cuh). */
+extern "C" int head_loss_q_path(const struct head_loss *h, float softcap)
+{
+	return h->qbuf && softcap > 0.0f && softcap <= HEAD_Q_MAX_CAP;
+}
+
+extern "C" void head_loss_produce(struct gemm_ctx *g, uint16_t *L, float *part, float *ztgt,
+                                  const uint16_t *x, const uint16_t *w16, const uint32_t *targets,
+                                  int n, int V, int D, float cap, int want_q)
+{
+	if (n < 1 || V < 8 || V % 8 || D < 1 || !(cap > 0.0f) || cap > HEAD_Q_MAX_CAP)
+		KFATAL("head_loss_produce: invalid arguments n=%d V=%d D=%d cap=%g", n, V, D, (double)cap);
+	gemm_fwd(g, L, x, w16, n, V, D);
+	head_q_rows(L, part, ztgt, targets, n, V, cap, want_q, gemm_stream(g));
+}
+
 template <bool GRAD>
 static void launch_ce(const struct head_loss *h, int n, const uint32_t *targets, float *losses,
                       float cap, float invT, cudaStream_t s)
 {
 	const size_t smem = h->cache ? (size_t)h->V * sizeof(float) : 0;
-	if (h->vec && !h->precise && cap > 0.0f && cap <= CE_FAST_MAX_CAP) {
+	if (h->vec && !h->precise && cap > 0.0f && cap <= CE_FAST_MAX_CAP) { /* LEGACY */
 		k_softcap_ce_fast<GRAD>
 			<<<n, CE_FAST_THREADS, 0, s>>>(h->logits, targets, losses, h->V, cap, invT);
 	} else if (h->vec) {
@@ -337,9 +386,24 @@ static void run(struct head_loss *h, struct gemm_ctx *g, const uint16_t *x, cons
 	const cudaStream_t s = gemm_stream(g);
 	const int V = h->V, D = h->D;
 	const float invT = 1.0f / (float)T;
+	const bool q = head_loss_q_path(h, cap);
 	for (int r0 = 0; r0 < T; r0 += h->chunk) {
 		const int n = T - r0 < h->chunk ? T - r0 : h->chunk;
 		const uint16_t *xc = x + (size_t)r0 * D;
+		if (q) {
+			head_loss_produce(g, h->logits, h->part, h->ztgt, xc, w16, targets + r0, n, V, D,
+			                  cap, grad);
+			head_q_finish(grad ? h->logits : NULL, h->r, h->losses + r0, h->part, h->ztgt,
+			              targets + r0, n, V, cap, T, s);
+			if (!grad)
+				continue;
+			/* acc = Q W (fp32), dx = bf16(r acc), xs = bf16(r x), dW += Q^T xs */
+			gemm_rm(g, 0, 0, n, D, V, 1.0f, h->logits, V, 0, w16, D, 0, 0.0f, h->acc,
+			        GEMM_F32, D, 0, 1);
+			head_q_scale(dx + (size_t)r0 * D, h->xs, h->acc, xc, h->r, n, D, s);
+			gemm_bwd_dw(g, dw, h->logits, h->xs, n, V, D, r0 == 0 ? dw_beta : 1.0f);
+			continue;
+		}
 		gemm_fwd(g, h->logits, xc, w16, n, V, D);
 		if (!grad) {
 			launch_ce<false>(h, n, targets + r0, h->losses + r0, cap, invT, s);
