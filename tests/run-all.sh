@@ -7,7 +7,8 @@
 # prints "ok"/"FAIL" lines through tests/cli/lib.sh.
 # Emulated attention kernels: tests/gpu/gpu_attention.c against kernels/attention_*
 # compiled for the host emulation (run_emu below); the same for
-# tests/gpu/gpu_mlp.c and kernels/mlp_gemm.cu (run_emu_mlp).
+# tests/gpu/gpu_mlp.c and kernels/mlp_gemm.cu (run_emu_mlp), and for
+# tests/gpu/gpu_head_q.c and kernels/head_q.cu (run_emu_head).
 # GPU tests: every build/tests/gpu_* binary and tests/gpu/*.sh script (make check-gpu).
 # all: unit, cli and emu.
 set -u
@@ -123,12 +124,33 @@ run_emu_mlp() {
 	[ "$f" -eq 0 ] || failures+=("emu-mlp")
 }
 
+# The row kernels of the head's Q path (kernels/head_q.cu) in the host
+# emulation: tests/gpu/emu/run-head.sh, a few seconds.
+run_emu_head() {
+	local out c x y
+	if ! command -v "${CXX:-g++}" >/dev/null; then
+		echo "emu-head: skipped (needs g++)"
+		return
+	fi
+	out=$(tests/gpu/emu/run-head.sh "$B" 2>&1)
+	printf '%s\n' "$out" | grep -E '^  FAIL |^[^:]+:[0-9]+:[EF]:|^emu: ' | sed 's|^|emu-head: |'
+	read -r c x y <<< "$(printf '%s\n' "$out" | sed -n 's/.*Checks: \([0-9]*\), Failures: \([0-9]*\), Errors: \([0-9]*\).*/\1 \2 \3/p')"
+	if [ -z "${c:-}" ]; then
+		printf '%s\n' "$out" | tail -20
+		failed=$((failed + 1)); failures+=("emu-head (no result)")
+		return
+	fi
+	echo "emu-head (head Q-path row kernels, host emulation): $((c - x - y)) passed, $((x + y)) failed"
+	passed=$((passed + c - x - y)); failed=$((failed + x + y))
+	[ $((x + y)) -eq 0 ] || failures+=("emu-head")
+}
+
 case $what in
 unit) run_unit ;;
 cli) run_cli ;;
-emu) run_emu; run_emu_mlp ;;
+emu) run_emu; run_emu_mlp; run_emu_head ;;
 gpu) run_gpu ;;
-all) run_unit; run_cli; run_emu; run_emu_mlp ;;
+all) run_unit; run_cli; run_emu; run_emu_mlp; run_emu_head ;;
 *) echo "run-all.sh: unknown suite '$what'" >&2; exit 2 ;;
 esac
 
