@@ -9,7 +9,10 @@
  * projection y r of the WHOLE output, which sees every element); the head's
  * loss from the spec formula in double, with the logits rounded to bf16 as
  * the GPU rounds them; Adam and Muon from lib/optim.c (adam_update,
- * muon_update and newton_schulz5 with bf16 = 1). Every GPU output is
+ * muon_update and newton_schulz5 with bf16 = 1). The head's default cases
+ * run the Q path (head_loss.cuh); head_variants and head_q_vs_legacy
+ * compare it with HEAD_LOSS_LEGACY (the fast row kernel) and check the
+ * precise kernel too. Every GPU output is
  * poisoned with NaN before it is computed and must come back finite;
  * determinism is checked by running twice and comparing bits.
  *
@@ -824,6 +827,7 @@ struct head_out {
 	uint16_t *dx; /* [T, D] (NULL for the forward only) */
 	float *dW;    /* [V, D] */
 	double ms;    /* device time of the call */
+	int qpath;    /* the call took the Q path (head_loss_q_path) */
 };
 
 static void head_out_free(struct head_out *o) { free(o->tok), free(o->dx), free(o->dW); }
@@ -836,6 +840,7 @@ static void head_run(struct gemm_ctx *g, const struct head_data *h, int chunk, i
 	const int T = h->T;
 	const size_t td = (size_t)T * HD, vd = (size_t)HV * HD;
 	struct head_loss *hl = head_loss_create(T, HV, HD, chunk, flags);
+	o->qpath = head_loss_q_path(hl, cap);
 	uint16_t *ddx = grad ? dalloc(2 * td) : NULL;
 	float *ddW = grad ? dalloc(4 * vd) : NULL, *dloss = dalloc(4);
 	if (grad) {
@@ -1056,6 +1061,8 @@ static void head_case(struct gemm_ctx *g, int T, int chunk, int sample, uint64_t
 	head_run(g, &h, chunk, 0, cap, 1, NULL, &o2);
 	head_run(g, &h, chunk, 0, cap, 0, NULL, &of);
 	const size_t td = (size_t)T * HD, vd = (size_t)HV * HD;
+	ck_assert_msg(o1.qpath && of.qpath, "head T=%d: the default flags at cap 15 do not take the "
+	              "Q path", T);
 	ck_assert_msg(nonfinite_f32(o1.tok, (size_t)T) == 0 && isfinite(o1.loss),
 	              "head T=%d: %zu non-finite token losses, mean %g", T,
 	              nonfinite_f32(o1.tok, (size_t)T), (double)o1.loss);
@@ -1123,6 +1130,47 @@ static void head_case(struct gemm_ctx *g, int T, int chunk, int sample, uint64_t
 	head_data_free(&h);
 }
 
+/* a (the Q path) against b (HEAD_LOSS_LEGACY: the fast row kernel) for
+ * the same inputs: per-token losses within 1e-5 max(|b|, 1), the means
+ * within 1e-5 relative, dx and dW (when both have them) within 1e-2 in
+ * relative norm (the tolerance of either against the reference); prints
+ * the worst differences and how many elements differ at all. */
+static void head_vs_legacy(const char *what, int T, const struct head_out *a,
+                           const struct head_out *b)
+{
+	ck_assert_msg(a->qpath && !b->qpath, "%s: paths: Q %d and %d (want 1 and 0)", what, a->qpath,
+	              b->qpath);
+	double tok = 0, ddx = 0, ndx = 0, ddw = 0, ndw = 0;
+	size_t ntok = 0, nx = 0, nw = 0;
+	for (int t = 0; t < T; t++) {
+		double d = fabs((double)a->tok[t] - b->tok[t]) / fmax(fabs((double)b->tok[t]), 1);
+		if (!(d <= tok))
+			tok = d; /* NaN wins */
+		ntok += a->tok[t] != b->tok[t];
+	}
+	const double dm = fabs((double)a->loss - b->loss) / fabs((double)b->loss);
+	if (a->dx && b->dx) {
+		for (size_t i = 0; i < (size_t)T * HD; i++) {
+			double x = bf(a->dx[i]), y = bf(b->dx[i]);
+			ddx += (x - y) * (x - y), ndx += y * y, nx += a->dx[i] != b->dx[i];
+		}
+		for (size_t i = 0; i < (size_t)HV * HD; i++) {
+			double x = a->dW[i], y = b->dW[i];
+			ddw += (x - y) * (x - y), ndw += y * y, nw += x != y;
+		}
+	}
+	const double ex = ndx > 0 ? sqrt(ddx / ndx) : 0, ew = ndw > 0 ? sqrt(ddw / ndw) : 0;
+	fprintf(stderr,
+	        "gpu: head %s, Q path vs legacy row kernel: loss %.7f vs %.7f (rel %.1e); token "
+	        "losses max rel %.1e (%zu of %d differ); dx rel %.2e (%zu differ), dW rel %.2e (%zu "
+	        "differ); %.2f vs %.2f ms\n",
+	        what, (double)a->loss, (double)b->loss, dm, tok, ntok, T, ex, nx, ew, nw, a->ms, b->ms);
+	ck_assert_msg(tok <= 1e-5 && dm <= 1e-5, "%s: Q path losses vs legacy: token max rel %g, mean "
+	              "rel %g", what, tok, dm);
+	ck_assert_msg(ex < 1e-2 && ew < 1e-2, "%s: Q path vs legacy: dx rel %g, dW rel %g", what, ex,
+	              ew);
+}
+
 START_TEST(head_t1)
 {
 	need_gpu();
@@ -1162,21 +1210,60 @@ START_TEST(head_t65536)
 	struct gemm_ctx *g = gemm_create(0);
 	struct head_loss *hl = head_loss_create(65536, HV, HD, 0, 0);
 	fprintf(stderr,
-	        "gpu: head T=65536: chunk %d rows, fast row kernel (the precise one would cache z in "
+	        "gpu: head T=65536: chunk %d rows, %s (the precise kernel would cache z in "
 	        "shared memory: %s); head buffers %.1f MB "
-	        "(logits chunk %.1f MB + token losses %.2f MB); + bf16 lm_head %.1f MB, GEMM "
-	        "workspace %.0f MB\n",
-	        head_loss_chunk_rows(hl), head_loss_row_cache(hl) ? "yes" : "no",
-	        head_loss_bytes(hl) / 1e6, (double)head_loss_chunk_rows(hl) * HV * 2 / 1e6,
-	        65536.0 * 4 / 1e6, (double)HV * HD * 2 / 1e6, GEMM_WORKSPACE_BYTES / 1e6);
+	        "(logits chunk %.1f MB + token losses %.2f MB + Q path %.1f MB); + bf16 lm_head "
+	        "%.1f MB, GEMM workspace %.0f MB\n",
+	        head_loss_chunk_rows(hl), head_loss_q_path(hl, 15.0f) ? "Q path" : "row kernel",
+	        head_loss_row_cache(hl) ? "yes" : "no", head_loss_bytes(hl) / 1e6,
+	        (double)head_loss_chunk_rows(hl) * HV * 2 / 1e6, 65536.0 * 4 / 1e6,
+	        (head_loss_bytes(hl) - (double)head_loss_chunk_rows(hl) * HV * 2 - 65536.0 * 4) / 1e6,
+	        (double)HV * HD * 2 / 1e6, GEMM_WORKSPACE_BYTES / 1e6);
 	head_loss_free(hl);
 	head_case(g, 65536, 0, 192, 104);
 	gemm_destroy(g);
 }
 END_TEST
 
+/* The Q path against HEAD_LOSS_LEGACY at 16384 tokens (two default
+ * chunks): losses, dx, dW (head_vs_legacy), forward only too; the Q path
+ * twice, bit for bit. Times of both printed (second calls: warm GEMM
+ * choices). */
+START_TEST(head_q_vs_legacy)
+{
+	need_gpu();
+	struct gemm_ctx *g = gemm_create(0);
+	const int T = 16384;
+	const size_t td = (size_t)T * HD, vd = (size_t)HV * HD;
+	struct head_data h;
+	head_data_make(&h, T, 108);
+	struct head_out q1, q2, l1, l2, qf, lf;
+	head_run(g, &h, 0, 0, 15.0f, 1, NULL, &q1);
+	head_run(g, &h, 0, HEAD_LOSS_LEGACY, 15.0f, 1, NULL, &l1);
+	head_run(g, &h, 0, 0, 15.0f, 1, NULL, &q2);
+	head_run(g, &h, 0, HEAD_LOSS_LEGACY, 15.0f, 1, NULL, &l2);
+	head_run(g, &h, 0, 0, 15.0f, 0, NULL, &qf);
+	head_run(g, &h, 0, HEAD_LOSS_LEGACY, 15.0f, 0, NULL, &lf);
+	ck_assert_msg(nonfinite_f32(q1.tok, (size_t)T) == 0 && nonfinite_bf16(q1.dx, td) == 0 &&
+	                      nonfinite_f32(q1.dW, vd) == 0,
+	              "head Q path T=%d: non-finite outputs", T);
+	ck_assert_msg(!memcmp(&q1.loss, &q2.loss, 4) && !memcmp(q1.tok, q2.tok, 4 * (size_t)T) &&
+	                      !memcmp(q1.dx, q2.dx, 2 * td) && !memcmp(q1.dW, q2.dW, 4 * vd),
+	              "head Q path T=%d: two runs differ", T);
+	ck_assert_msg(!memcmp(&q1.loss, &qf.loss, 4) && !memcmp(q1.tok, qf.tok, 4 * (size_t)T),
+	              "head Q path T=%d: forward-only losses differ from forward_backward's", T);
+	head_vs_legacy("T=16384 forward_backward", T, &q2, &l2);
+	head_vs_legacy("T=16384 forward", T, &qf, &lf);
+	head_out_free(&q1), head_out_free(&q2), head_out_free(&l1), head_out_free(&l2);
+	head_out_free(&qf), head_out_free(&lf);
+	head_data_free(&h);
+	gemm_destroy(g);
+}
+END_TEST
+
 /* Variants at T = 127: no row cache (same bits), several chunks, no
- * softcap, dW accumulation, out-of-range target. */
+ * softcap, dW accumulation, the legacy row kernel (against the reference
+ * and the Q path), out-of-range target. */
 START_TEST(head_variants)
 {
 	need_gpu();
@@ -1274,6 +1361,25 @@ START_TEST(head_variants)
 	head_compare(&h, &d, D0, rows, T, &r15, 1, &cd);
 	ck_assert_msg(cd.dw_err < 1e-2 && !memcmp(d.dx, f.dx, 2 * td),
 	              "head: dW accumulation (beta 1) error %g", cd.dw_err);
+
+	/* HEAD_LOSS_LEGACY (the fast row kernel) against the reference and the
+	 * Q path (f), in one chunk and in chunks of 32 (c) */
+	{
+		struct head_out lg, lg32;
+		struct head_cmp lc;
+		head_run(g, &h, 0, HEAD_LOSS_LEGACY, 15.0f, 1, NULL, &lg);
+		head_run(g, &h, 32, HEAD_LOSS_LEGACY, 15.0f, 1, NULL, &lg32);
+		head_compare(&h, &lg, NULL, rows, T, &r15, 1, &lc);
+		fprintf(stderr, "gpu: head T=127 legacy row kernel: loss rel %.1e, token max %.2e, dx "
+		        "%.2e, dW %.2e\n", lc.mean_err, lc.tok_max, lc.dx_err, lc.dw_err);
+		ck_assert_msg(lc.mean_err < 1e-4 && lc.tok_max < 0.05 && lc.dx_err < 1e-2 &&
+		                      lc.dw_err < 1e-2,
+		              "head T=127 legacy row kernel: loss rel %g, token max %g, dx %g, dW %g",
+		              lc.mean_err, lc.tok_max, lc.dx_err, lc.dw_err);
+		head_vs_legacy("T=127", T, &f, &lg);
+		head_vs_legacy("T=127 chunk=32", T, &c, &lg32);
+		head_out_free(&lg), head_out_free(&lg32);
+	}
 	head_out_free(&f);
 
 	/* a target >= V: that token's loss and the mean are NaN, the others not */
@@ -1287,6 +1393,17 @@ START_TEST(head_variants)
 	              "head: target >= V: token losses %g %g %g, mean %g (want finite, NaN, finite, "
 	              "NaN)", (double)n3.tok[0], (double)n3.tok[1], (double)n3.tok[2],
 	              (double)n3.loss);
+	/* and with the backward (the Q path: no one-hot term for that row):
+	 * the same losses, finite gradients */
+	struct head_out n3g;
+	head_run(g, &h3, 0, 0, 15.0f, 1, NULL, &n3g);
+	ck_assert_msg(n3g.qpath && !memcmp(n3g.tok, n3.tok, 12) &&
+	                      nonfinite_bf16(n3g.dx, 3 * (size_t)HD) == 0 &&
+	                      nonfinite_f32(n3g.dW, vd) == 0,
+	              "head: target >= V with the backward: losses %g %g %g, %zu non-finite dx, %zu "
+	              "non-finite dW", (double)n3g.tok[0], (double)n3g.tok[1], (double)n3g.tok[2],
+	              nonfinite_bf16(n3g.dx, 3 * (size_t)HD), nonfinite_f32(n3g.dW, vd));
+	head_out_free(&n3g);
 
 	head_out_free(&a), head_out_free(&b), head_out_free(&c), head_out_free(&z);
 	head_out_free(&d), head_out_free(&n3);
@@ -2053,6 +2170,7 @@ static Suite *head_optim_suite(void)
 	tcase_add_test(hd, head_variants);
 	tcase_add_test(hd, head_t4096);
 	tcase_add_test(hd, head_t65536);
+	tcase_add_test(hd, head_q_vs_legacy);
 	tcase_set_timeout(hd, 300);
 	suite_add_tcase(s, hd);
 	TCase *ad = tcase_create("adam");
