@@ -16,8 +16,8 @@
  * [chunk, P], ztgt and r [chunk], acc [chunk, D] fp32, xs [chunk, D] bf16.
  *
  * The fast row kernel (the same condition with HEAD_LOSS_LEGACY; the
- * default before the Q path): one block of CE_FAST_THREADS threads per row, no shared
- * row, two reads of the bf16 row. The softcap bounds z to [-cap, cap], so
+ * default before the Q path): one block of CE_FAST_THREADS threads per
+ * row, no shared row, two reads of the bf16 row. The softcap bounds z to [-cap, cap], so
  * sum exp(z) cannot overflow and needs no max: pass 1 sums exp(z) with
  * t = tanh(l/cap) = 1 - 2/(1 + exp(2l/cap)) and z = cap t (exp through the
  * ex2 unit: absolute error of z ~1e-6, far under the bf16 rounding of the
