@@ -1417,7 +1417,11 @@ struct engine *engine_cuda_create(const struct gpt_config *cfg, const float *w, 
 	CUDA_CHECK(cudaMallocHost((void **)&c->h_tgt, sizeof(uint32_t) * T));
 	CUDA_CHECK(cudaMallocHost((void **)&c->h_loss, sizeof(float)));
 	c->gm = gemm_create(c->s);
-	c->head = head_loss_create(c->Tmax, c->V, c->D, 0, 0);
+	/* GPT_HEAD_LEGACY=1: the head's two-pass softmax row kernel instead of
+	 * the Q path (head_loss.cuh) */
+	const char *hl_env = getenv("GPT_HEAD_LEGACY");
+	c->head = head_loss_create(c->Tmax, c->V, c->D, 0,
+	                           hl_env && *hl_env && strcmp(hl_env, "0") ? HEAD_LOSS_LEGACY : 0);
 	if (!c->head) {
 		gpt_errf(e, "cannot create the GPU head for %d tokens", c->Tmax);
 		goto fail;
