@@ -38,20 +38,12 @@
 
 #include "check_common.h"
 #include "cuda_check.h"
+#include "gpu_rand.h"
 #include "head_q.cuh"
 #ifndef GPT_EMU
 int engine_cuda_available(void); /* kernels/device.cu */
 #endif
 
-static uint64_t rng;
-static uint64_t rnd(void)
-{
-	uint64_t z = (rng += 0x9E3779B97F4A7C15ull);
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-	return z ^ (z >> 31);
-}
-static double urand(void) { return (double)(rnd() >> 11) / 9007199254740992.0; }
 static double nrand(void)
 {
 	double r = sqrt(-2 * log(1 - urand())), a = 6.283185307179586 * urand();
@@ -250,11 +242,7 @@ START_TEST(headq)
 #ifndef GPT_EMU
 	ck_assert_msg(engine_cuda_available(), "no CUDA device: the GPU suite needs one");
 #endif
-	const char *s = getenv("GPT_SEED");
-	uint64_t seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
-	rng = seed;
-	printf("headq: seed %llu (GPT_SEED=%llu repeats it)\n", (unsigned long long)seed,
-	       (unsigned long long)seed);
+	seed_test("headq");
 	headq_case(37, 1000, 100, 15.0f);
 	headq_case(3, 512, 3, 30.0f);
 	headq_case(2, 8, 5, 15.0f);
