@@ -66,7 +66,7 @@ int engine_cuda_available(void); /* kernels/device.cu */
 /* ------------------------------------------------------------------------
  * Random numbers (gpu_rand.h's rnd, urand, seed_test)
  */
-static double nrand(void) /* Box-Muller, both values used */
+static double nrand2(void) /* Box-Muller, both values used */
 {
 	static double spare;
 	static int have;
@@ -193,7 +193,7 @@ struct prob {
 static void fill_bf16(uint16_t *b, float *f, size_t n, double sigma)
 {
 	for (size_t i = 0; i < n; i++) {
-		b[i] = f32_to_bf16((float)(nrand() * sigma));
+		b[i] = f32_to_bf16((float)(nrand2() * sigma));
 		f[i] = bf16_to_f32(b[i]);
 	}
 }

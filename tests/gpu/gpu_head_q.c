@@ -44,11 +44,6 @@
 int engine_cuda_available(void); /* kernels/device.cu */
 #endif
 
-static double nrand(void)
-{
-	double r = sqrt(-2 * log(1 - urand())), a = 6.283185307179586 * urand();
-	return r * cos(a);
-}
 
 static void *dalloc(size_t bytes)
 {
@@ -67,6 +62,35 @@ static void d2h(void *h, const void *d, size_t n)
 static void poison(void *d, size_t n) { CUDA_CHECK(cudaMemset(d, 0xff, n)); }
 static void sync_dev(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
 static int same(const void *a, const void *b, size_t n) { return !memcmp(a, b, n); }
+
+/* One run of the row kernels over the logits L (uploaded afresh; Q over
+ * them if want_q) into poisoned part / ztgt / r / loss buffers, and the
+ * results back on the host: the logits buffer into Lout, the rest into
+ * freshly allocated arrays. */
+struct q_bufs {
+	uint16_t *dL;
+	uint32_t *dtg;
+	float *dpart, *dz, *dr, *dloss;
+};
+struct q_out {
+	float *part, *z, *r, *loss;
+};
+static struct q_out q_run(const struct q_bufs *b, const uint16_t *L, uint16_t *Lout, int n, int V,
+                          int T, float cap, int want_q)
+{
+	const size_t nv = (size_t)n * V, np = (size_t)n * head_q_tiles(V), nn = 4 * (size_t)n;
+	h2d(b->dL, L, 2 * nv);
+	poison(b->dpart, 4 * np), poison(b->dz, nn), poison(b->dr, nn), poison(b->dloss, nn);
+	head_q_rows(b->dL, b->dpart, b->dz, b->dtg, n, V, cap, want_q, 0);
+	head_q_finish(want_q ? b->dL : NULL, b->dr, b->dloss, b->dpart, b->dz, b->dtg, n, V, cap, T,
+	              0);
+	sync_dev();
+	struct q_out o = {xmalloc(4 * np), xmalloc(nn), xmalloc(nn), xmalloc(nn)};
+	d2h(Lout, b->dL, 2 * nv), d2h(o.part, b->dpart, 4 * np), d2h(o.z, b->dz, nn);
+	d2h(o.r, b->dr, nn), d2h(o.loss, b->dloss, nn);
+	return o;
+}
+static void q_out_free(struct q_out *o) { free(o->part), free(o->z), free(o->r), free(o->loss); }
 
 /* One case; returns nothing, asserts. */
 static void headq_case(int n, int V, int T, float cap)
@@ -97,23 +121,13 @@ static void headq_case(int n, int V, int T, float cap)
 	if (n > 2)
 		tg[2] = (uint32_t)V + (uint32_t)(rnd() % 3); /* out of range */
 
-	uint16_t *dL = dalloc(2 * nv);
-	uint32_t *dtg = dalloc(4 * (size_t)n);
-	float *dpart = dalloc(4 * np), *dz = dalloc(4 * (size_t)n), *dr = dalloc(4 * (size_t)n);
-	float *dloss = dalloc(4 * (size_t)n);
-	h2d(dtg, tg, 4 * (size_t)n);
+	const struct q_bufs b = {dalloc(2 * nv), dalloc(4 * (size_t)n), dalloc(4 * np),
+	                         dalloc(4 * (size_t)n), dalloc(4 * (size_t)n), dalloc(4 * (size_t)n)};
+	h2d(b.dtg, tg, 4 * (size_t)n);
 
 	/* with Q */
-	h2d(dL, L, 2 * nv);
-	poison(dpart, 4 * np), poison(dz, 4 * (size_t)n), poison(dr, 4 * (size_t)n);
-	poison(dloss, 4 * (size_t)n);
-	head_q_rows(dL, dpart, dz, dtg, n, V, cap, 1, 0);
-	head_q_finish(dL, dr, dloss, dpart, dz, dtg, n, V, cap, T, 0);
-	sync_dev();
-	float *part = xmalloc(4 * np), *z = xmalloc(4 * (size_t)n), *r = xmalloc(4 * (size_t)n);
-	float *loss = xmalloc(4 * (size_t)n);
-	d2h(Q, dL, 2 * nv), d2h(part, dpart, 4 * np), d2h(z, dz, 4 * (size_t)n);
-	d2h(r, dr, 4 * (size_t)n), d2h(loss, dloss, 4 * (size_t)n);
+	struct q_out o = q_run(&b, L, Q, n, V, T, cap, 1);
+	const float *part = o.part, *z = o.z, *r = o.r, *loss = o.loss;
 
 	/* the reference, row by row */
 	double *ed = xmalloc(sizeof(double) * V), *fd = xmalloc(sizeof(double) * V);
@@ -167,36 +181,22 @@ static void headq_case(int n, int V, int T, float cap)
 	free(ed), free(fd), free(zd);
 
 	/* again: the same bits; then without Q: L untouched, same part/ztgt/loss */
-	h2d(dL, L, 2 * nv);
-	poison(dpart, 4 * np), poison(dz, 4 * (size_t)n), poison(dr, 4 * (size_t)n);
-	poison(dloss, 4 * (size_t)n);
-	head_q_rows(dL, dpart, dz, dtg, n, V, cap, 1, 0);
-	head_q_finish(dL, dr, dloss, dpart, dz, dtg, n, V, cap, T, 0);
-	sync_dev();
-	float *part2 = xmalloc(4 * np), *z2 = xmalloc(4 * (size_t)n), *r2 = xmalloc(4 * (size_t)n);
-	float *loss2 = xmalloc(4 * (size_t)n);
-	d2h(L2, dL, 2 * nv), d2h(part2, dpart, 4 * np), d2h(z2, dz, 4 * (size_t)n);
-	d2h(r2, dr, 4 * (size_t)n), d2h(loss2, dloss, 4 * (size_t)n);
-	ck_assert_msg(same(L2, Q, 2 * nv) && same(part2, part, 4 * np) && same(z2, z, 4 * (size_t)n) &&
-	                      same(r2, r, 4 * (size_t)n) && same(loss2, loss, 4 * (size_t)n),
+	struct q_out o2 = q_run(&b, L, L2, n, V, T, cap, 1);
+	ck_assert_msg(same(L2, Q, 2 * nv) && same(o2.part, part, 4 * np) &&
+	                      same(o2.z, z, 4 * (size_t)n) && same(o2.r, r, 4 * (size_t)n) &&
+	                      same(o2.loss, loss, 4 * (size_t)n),
 	              "n=%d V=%d: a second run gives other bits", n, V);
-	h2d(dL, L, 2 * nv);
-	poison(dpart, 4 * np), poison(dz, 4 * (size_t)n), poison(dr, 4 * (size_t)n);
-	poison(dloss, 4 * (size_t)n);
-	head_q_rows(dL, dpart, dz, dtg, n, V, cap, 0, 0);
-	head_q_finish(NULL, dr, dloss, dpart, dz, dtg, n, V, cap, T, 0);
-	sync_dev();
-	d2h(L2, dL, 2 * nv), d2h(part2, dpart, 4 * np), d2h(z2, dz, 4 * (size_t)n);
-	d2h(r2, dr, 4 * (size_t)n), d2h(loss2, dloss, 4 * (size_t)n);
+	q_out_free(&o2);
+	o2 = q_run(&b, L, L2, n, V, T, cap, 0);
 	ck_assert_msg(same(L2, L, 2 * nv), "n=%d V=%d: want_q = 0 wrote the logits", n, V);
-	ck_assert_msg(same(part2, part, 4 * np) && same(z2, z, 4 * (size_t)n) &&
-	                      same(loss2, loss, 4 * (size_t)n),
+	ck_assert_msg(same(o2.part, part, 4 * np) && same(o2.z, z, 4 * (size_t)n) &&
+	                      same(o2.loss, loss, 4 * (size_t)n),
 	              "n=%d V=%d: want_q = 0 gives other part / ztgt / loss bits", n, V);
 	size_t touched = 0;
 	for (int t = 0; t < n; t++) {
-		uint32_t b;
-		memcpy(&b, r2 + t, 4);
-		touched += b != 0xffffffffu;
+		uint32_t bits;
+		memcpy(&bits, o2.r + t, 4);
+		touched += bits != 0xffffffffu;
 	}
 	ck_assert_msg(touched == 0, "n=%d V=%d: head_q_finish without Q wrote %zu of r", n, V,
 	              touched);
@@ -211,9 +211,9 @@ static void headq_case(int n, int V, int T, float cap)
 	float *dacc = dalloc(4 * nd);
 	uint16_t *dxx = dalloc(2 * nd), *ddx = dalloc(2 * nd), *dxs = dalloc(2 * nd);
 	h2d(dacc, acc, 4 * nd), h2d(dxx, x, 2 * nd);
-	h2d(dr, r, 4 * (size_t)n); /* r of the Q run */
+	h2d(b.dr, r, 4 * (size_t)n); /* r of the Q run */
 	poison(ddx, 2 * nd), poison(dxs, 2 * nd);
-	head_q_scale(ddx, dxs, dacc, dxx, dr, n, D, 0);
+	head_q_scale(ddx, dxs, dacc, dxx, b.dr, n, D, 0);
 	sync_dev();
 	d2h(dx, ddx, 2 * nd), d2h(xs, dxs, 2 * nd);
 	size_t bad = 0;
@@ -229,12 +229,12 @@ static void headq_case(int n, int V, int T, float cap)
 	       n, V, T, (double)cap, w_part, w_z, w_r, w_loss, w_q);
 	fflush(stdout);
 
-	CUDA_CHECK(cudaFree(dL)); CUDA_CHECK(cudaFree(dtg)); CUDA_CHECK(cudaFree(dpart));
-	CUDA_CHECK(cudaFree(dz)); CUDA_CHECK(cudaFree(dr)); CUDA_CHECK(cudaFree(dloss));
+	CUDA_CHECK(cudaFree(b.dL)); CUDA_CHECK(cudaFree(b.dtg)); CUDA_CHECK(cudaFree(b.dpart));
+	CUDA_CHECK(cudaFree(b.dz)); CUDA_CHECK(cudaFree(b.dr)); CUDA_CHECK(cudaFree(b.dloss));
 	CUDA_CHECK(cudaFree(dacc)); CUDA_CHECK(cudaFree(dxx)); CUDA_CHECK(cudaFree(ddx));
 	CUDA_CHECK(cudaFree(dxs));
-	free(L), free(Q), free(L2), free(tg), free(part), free(z), free(r), free(loss);
-	free(part2), free(z2), free(r2), free(loss2), free(acc), free(x), free(dx), free(xs);
+	free(L), free(Q), free(L2), free(tg), free(acc), free(x), free(dx), free(xs);
+	q_out_free(&o), q_out_free(&o2);
 }
 
 START_TEST(headq)

@@ -49,14 +49,8 @@ int engine_cuda_available(void); /* kernels/device.cu */
 #endif
 
 /* ------------------------------------------------------------------------
- * Random numbers (gpu_rand.h's rnd, urand, seed_test)
+ * Random numbers (gpu_rand.h's rnd, urand, nrand, seed_test)
  */
-static double nrand(void)
-{
-	double r = sqrt(-2 * log(1 - urand())), a = 6.283185307179586 * urand();
-	return r * cos(a);
-}
-
 /* n normal bf16 values of deviation sigma; with zeros, a fraction of
  * them exact +0 or -0 */
 static uint16_t *rand_bf16(size_t n, double sigma, double zeros)

@@ -1,12 +1,13 @@
 /*
  * gpu_rand.h - the seeded random numbers of the GPU test programs
- * (tests/gpu/gpu_*.c): rnd, urand, seed_test, splitmix64 in one static
+ * (tests/gpu/gpu_*.c): rnd, urand, nrand, seed_test, splitmix64 in one static
  * state per program, seeded per test from GPT_SEED or the clock (the seed
  * printed, so a failure can be repeated). Header-only (static inline).
  */
 #ifndef GPT_GPU_RAND_H
 #define GPT_GPU_RAND_H
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,13 @@ static inline uint64_t rnd(void)
 
 /* uniform in [0, 1) */
 static inline double urand(void) { return (double)(rnd() >> 11) / 9007199254740992.0; }
+
+/* normal (0, 1): Box-Muller, one value a call */
+static inline double nrand(void)
+{
+	double r = sqrt(-2 * log(1 - urand())), a = 6.283185307179586 * urand();
+	return r * cos(a);
+}
 
 static inline void seed_test(const char *what)
 {
