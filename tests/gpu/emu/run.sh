@@ -21,30 +21,8 @@ set -eu
 B=${1:-build}
 top=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$top"
-o=$B/emu
-mkdir -p "$o"
-CXX=${CXX:-g++}
-CC=${CC:-cc}
-flags="-O2 -g -DATT_EMULATE -Itests/gpu/emu -Ilib -Ikernels"
-flags="$flags -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -Wno-psabi"
-for f in attention_mask attention_fwd attention_fwd_wg attention_bwd attention_bwd_wg attention_bwd_fused attention_simple device; do
-	$CXX -std=c++17 $flags -x c++ -c kernels/$f.cu -o "$o/$f.o"
-done
-$CXX -std=c++17 $flags -U_FORTIFY_SOURCE -c tests/gpu/emu/emu.cpp -o "$o/emu.o"
-$CC -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wno-unused-parameter -Itests/gpu/emu -Ilib \
-	-Ikernels -Itests/unit $(pkg-config --cflags check 2>/dev/null) \
-	-c tests/gpu/gpu_attention.c -o "$o/gpu_attention.o"
-$CXX -o "$o/gpu_attention" "$o"/gpu_attention.o "$o"/attention_*.o "$o/device.o" "$o/emu.o" \
-	"$B/libgpt.a" $(pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm) \
-	-lzstd -lm -pthread
+. tests/gpu/emu/lib.sh
+prog=$(emu_build "$B" emu gpu_attention attention_mask attention_fwd attention_fwd_wg attention_bwd \
+	attention_bwd_wg attention_bwd_fused attention_simple device)
 export GPT_ATTN_MAX_T=${GPT_ATTN_MAX_T:-512}
-if [ -n "${EMU_CP:-}${EMU_SCHED:-}" ]; then
-	exec "$o/gpu_attention"
-fi
-rc=0
-for mode in "defer rr" "now warp" "now wg" "tma wg"; do
-	set -- $mode
-	echo "== emulation: EMU_CP=$1 EMU_SCHED=$2"
-	EMU_CP=$1 EMU_SCHED=$2 "$o/gpu_attention" || rc=1
-done
-exit $rc
+emu_modes "$prog"
