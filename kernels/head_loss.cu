@@ -74,14 +74,6 @@ static __device__ __forceinline__ float ce_grad(float z, float lse, bool hot, fl
 	return g;
 }
 
-static __device__ __forceinline__ void unpack8(uint4 r, float *f)
-{
-	f[0] = __uint_as_float(r.x << 16), f[1] = __uint_as_float(r.x & 0xffff0000u);
-	f[2] = __uint_as_float(r.y << 16), f[3] = __uint_as_float(r.y & 0xffff0000u);
-	f[4] = __uint_as_float(r.z << 16), f[5] = __uint_as_float(r.z & 0xffff0000u);
-	f[6] = __uint_as_float(r.w << 16), f[7] = __uint_as_float(r.w & 0xffff0000u);
-}
-
 template <bool GRAD, bool CACHE, bool VEC>
 __global__ void __launch_bounds__(CE_THREADS, 1)
 	k_softcap_ce(uint16_t *__restrict__ L, const uint32_t *__restrict__ targets,
@@ -172,10 +164,7 @@ __global__ void __launch_bounds__(CE_THREADS, 1)
 #pragma unroll
 			for (int j = 0; j < 8; j++)
 				o[j] = f2bf(ce_grad(z[j], lse, (uint32_t)(i + j) == y, cap, invT));
-			uint4 w;
-			w.x = o[0] | o[1] << 16, w.y = o[2] | o[3] << 16;
-			w.z = o[4] | o[5] << 16, w.w = o[6] | o[7] << 16;
-			*reinterpret_cast<uint4 *>(row + i) = w;
+			*reinterpret_cast<uint4 *>(row + i) = pack8(o);
 		}
 	} else {
 		for (int i = tid; i < V; i += CE_THREADS) {
@@ -226,10 +215,7 @@ __global__ void __launch_bounds__(CE_FAST_THREADS)
 			float g = (exp2f(kc * t) * inv - ((uint32_t)(i + j) == y ? 1.0f : 0.0f)) * invT;
 			o[j] = f2bf(g * (1.0f - t * t));
 		}
-		uint4 w;
-		w.x = o[0] | o[1] << 16, w.y = o[2] | o[3] << 16;
-		w.z = o[4] | o[5] << 16, w.w = o[6] | o[7] << 16;
-		*reinterpret_cast<uint4 *>(row + i) = w;
+		*reinterpret_cast<uint4 *>(row + i) = pack8(o);
 	}
 }
 

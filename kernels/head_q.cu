@@ -26,14 +26,6 @@
 #define HQ_FIN_ROWS 8  /* head_q_finish: rows (warps) per block */
 #define HQ_SCALE_THREADS 256
 
-static __device__ __forceinline__ void hq_unpack8(uint4 r, float *f)
-{
-	f[0] = __uint_as_float(r.x << 16), f[1] = __uint_as_float(r.x & 0xffff0000u);
-	f[2] = __uint_as_float(r.y << 16), f[3] = __uint_as_float(r.y & 0xffff0000u);
-	f[4] = __uint_as_float(r.z << 16), f[5] = __uint_as_float(r.z & 0xffff0000u);
-	f[6] = __uint_as_float(r.w << 16), f[7] = __uint_as_float(r.w & 0xffff0000u);
-}
-
 /* One block per row; warp w takes tiles w, w + 8, ... */
 template <bool WANT_Q>
 __global__ void __launch_bounds__(HQ_THREADS)
@@ -52,7 +44,7 @@ __global__ void __launch_bounds__(HQ_THREADS)
 		float s = 0.0f;
 		if (i < V) {
 			float l[8];
-			hq_unpack8(*reinterpret_cast<const uint4 *>(row + i), l);
+			unpack8(*reinterpret_cast<const uint4 *>(row + i), l);
 			uint32_t o[8];
 #pragma unroll
 			for (int j = 0; j < 8; j++) {
@@ -63,12 +55,8 @@ __global__ void __launch_bounds__(HQ_THREADS)
 				if ((uint32_t)(i + j) == y)
 					ztgt[t] = z;
 			}
-			if (WANT_Q) {
-				uint4 q;
-				q.x = o[0] | o[1] << 16, q.y = o[2] | o[3] << 16;
-				q.z = o[4] | o[5] << 16, q.w = o[6] | o[7] << 16;
-				*reinterpret_cast<uint4 *>(row + i) = q;
-			}
+			if (WANT_Q)
+				*reinterpret_cast<uint4 *>(row + i) = pack8(o);
 		}
 		s = warp_sum(s);
 		if (lane == 0)

@@ -1,7 +1,8 @@
 /*
  * kcommon.cuh - helpers shared by the .cu files (C++ only, not a public
- * header): KFATAL for invalid launcher arguments, bf16 bit conversions,
- * grid sizing, and deterministic block reductions.
+ * header): KFATAL for invalid launcher arguments, bf16 bit conversions
+ * (one element, or 8 through a 16-byte word: unpack8, pack8), grid sizing,
+ * and deterministic block reductions.
  *
  * Conversions use round-to-nearest-even (__float2bfloat16_rn), matching
  * util.h's f32_to_bf16 for every non-NaN input.
@@ -34,6 +35,23 @@ static __device__ __forceinline__ float bf2f(uint16_t h) { return __uint_as_floa
 static __device__ __forceinline__ uint16_t f2bf(float f)
 {
 	return __bfloat16_as_ushort(__float2bfloat16_rn(f));
+}
+
+/* 8 bf16 (a 16-byte load, lowest address in r.x's low half) to 8 floats,
+ * and 8 bf16 bit patterns back into one 16-byte word. */
+static __device__ __forceinline__ void unpack8(uint4 r, float *f)
+{
+	f[0] = __uint_as_float(r.x << 16), f[1] = __uint_as_float(r.x & 0xffff0000u);
+	f[2] = __uint_as_float(r.y << 16), f[3] = __uint_as_float(r.y & 0xffff0000u);
+	f[4] = __uint_as_float(r.z << 16), f[5] = __uint_as_float(r.z & 0xffff0000u);
+	f[6] = __uint_as_float(r.w << 16), f[7] = __uint_as_float(r.w & 0xffff0000u);
+}
+static __device__ __forceinline__ uint4 pack8(const uint32_t *o)
+{
+	uint4 w;
+	w.x = o[0] | o[1] << 16, w.y = o[2] | o[3] << 16;
+	w.z = o[4] | o[5] << 16, w.w = o[6] | o[7] << 16;
+	return w;
 }
 
 /* Blocks for n items at `per_block` items per block, capped (grid-stride
