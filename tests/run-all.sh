@@ -75,75 +75,48 @@ run_gpu() {
 	run_scripts tests/gpu/*.sh
 }
 
-# The attention kernels (mma.sync and wgmma) compiled for the host emulation
-# (tests/gpu/emu): gpu_attention's cases up to T = 384 (three blocks: the
-# stage rotations and the backward's flags between key blocks), the mode
-# where a missing cp.async / wgmma wait reads stale data. About 1-2 minutes;
-# tests/gpu/emu/run.sh runs both modes up to T = 512.
-run_emu() {
-	local out n
+# A test program in the host emulation (tests/gpu/emu): run_emu_prog NAME
+# DESCRIPTION RUNS COMMAND... runs the command (an emu script), shows its
+# failures, and counts the Check summaries of its RUNS runs (one per
+# scheduling mode); fewer or more summaries count as a failure.
+run_emu_prog() {
+	local name=$1 desc=$2 runs=$3 out n p=0 f=0 c x y
+	shift 3
 	if ! command -v "${CXX:-g++}" >/dev/null; then
-		echo "emu: skipped (needs g++)"
+		echo "$name: skipped (needs g++)"
 		return
 	fi
-	out=$(EMU_CP=defer EMU_SCHED=rr GPT_ATTN_MAX_T=384 CK_RUN_CASE=attn tests/gpu/emu/run.sh "$B" 2>&1)
-	printf '%s\n' "$out" | grep -E '^  FAIL |^[^:]+:[0-9]+:[EF]:|^emu: ' | sed 's|^|emu: |'
-	n=$(printf '%s\n' "$out" | sed -n 's/.*Checks: \([0-9]*\), Failures: \([0-9]*\), Errors: \([0-9]*\).*/\1 \2 \3/p' | tail -1)
-	if [ -z "$n" ]; then
-		printf '%s\n' "$out" | tail -20
-		failed=$((failed + 1)); failures+=("emu (no result)")
-		return
-	fi
-	set -- $n
-	echo "emu (attention kernels, host emulation): $(($1 - $2 - $3)) passed, $(($2 + $3)) failed"
-	passed=$((passed + $1 - $2 - $3)); failed=$((failed + $2 + $3))
-	[ $(($2 + $3)) -eq 0 ] || failures+=("emu")
-}
-
-# The fused MLP products (kernels/mlp_gemm.cu) in the host emulation: the
-# four modes of tests/gpu/emu/run-mlp.sh, about 40 s.
-run_emu_mlp() {
-	local out n p=0 f=0
-	if ! command -v "${CXX:-g++}" >/dev/null; then
-		echo "emu-mlp: skipped (needs g++)"
-		return
-	fi
-	out=$(tests/gpu/emu/run-mlp.sh "$B" 2>&1)
-	printf '%s\n' "$out" | grep -E '^  FAIL |^[^:]+:[0-9]+:[EF]:|^emu: ' | sed 's|^|emu-mlp: |'
+	out=$("$@" 2>&1)
+	printf '%s\n' "$out" | grep -E '^  FAIL |^[^:]+:[0-9]+:[EF]:|^emu: ' | sed "s|^|$name: |"
 	n=$(printf '%s\n' "$out" | sed -n 's/.*Checks: \([0-9]*\), Failures: \([0-9]*\), Errors: \([0-9]*\).*/\1 \2 \3/p')
-	if [ "$(printf '%s\n' "$n" | grep -c .)" -ne 4 ]; then
+	if [ "$(printf '%s\n' "$n" | grep -c .)" -ne "$runs" ]; then
 		printf '%s\n' "$out" | tail -20
-		failed=$((failed + 1)); failures+=("emu-mlp (no result)")
+		failed=$((failed + 1)); failures+=("$name (no result)")
 		return
 	fi
 	while read -r c x y; do
 		p=$((p + c - x - y)); f=$((f + x + y))
 	done <<< "$n"
-	echo "emu-mlp (fused MLP products, host emulation, 4 modes): $p passed, $f failed"
+	echo "$name ($desc, host emulation): $p passed, $f failed"
 	passed=$((passed + p)); failed=$((failed + f))
-	[ "$f" -eq 0 ] || failures+=("emu-mlp")
+	[ "$f" -eq 0 ] || failures+=("$name")
 }
 
-# The row kernels of the head's Q path (kernels/head_q.cu) in the host
-# emulation: tests/gpu/emu/run-head.sh, a few seconds.
-run_emu_head() {
-	local out c x y
-	if ! command -v "${CXX:-g++}" >/dev/null; then
-		echo "emu-head: skipped (needs g++)"
-		return
-	fi
-	out=$(tests/gpu/emu/run-head.sh "$B" 2>&1)
-	printf '%s\n' "$out" | grep -E '^  FAIL |^[^:]+:[0-9]+:[EF]:|^emu: ' | sed 's|^|emu-head: |'
-	read -r c x y <<< "$(printf '%s\n' "$out" | sed -n 's/.*Checks: \([0-9]*\), Failures: \([0-9]*\), Errors: \([0-9]*\).*/\1 \2 \3/p')"
-	if [ -z "${c:-}" ]; then
-		printf '%s\n' "$out" | tail -20
-		failed=$((failed + 1)); failures+=("emu-head (no result)")
-		return
-	fi
-	echo "emu-head (head Q-path row kernels, host emulation): $((c - x - y)) passed, $((x + y)) failed"
-	passed=$((passed + c - x - y)); failed=$((failed + x + y))
-	[ $((x + y)) -eq 0 ] || failures+=("emu-head")
+# The attention kernels (mma.sync and wgmma): gpu_attention's cases up to
+# T = 384 (three blocks: the stage rotations and the backward's flags
+# between key blocks), in the mode where a missing cp.async / wgmma wait
+# reads stale data. About 1-2 minutes; tests/gpu/emu/run.sh runs all four
+# modes up to T = 512.
+run_emu() {
+	run_emu_prog emu "attention kernels" 1 env EMU_CP=defer EMU_SCHED=rr GPT_ATTN_MAX_T=384 \
+		CK_RUN_CASE=attn tests/gpu/emu/run.sh "$B"
 }
+# The fused MLP products (kernels/mlp_gemm.cu): the four modes of
+# tests/gpu/emu/run-mlp.sh, about 40 s.
+run_emu_mlp() { run_emu_prog emu-mlp "fused MLP products, 4 modes" 4 tests/gpu/emu/run-mlp.sh "$B"; }
+# The row kernels of the head's Q path (kernels/head_q.cu):
+# tests/gpu/emu/run-head.sh, a few seconds.
+run_emu_head() { run_emu_prog emu-head "head Q-path row kernels" 1 tests/gpu/emu/run-head.sh "$B"; }
 
 case $what in
 unit) run_unit ;;
