@@ -282,12 +282,12 @@ START_TEST(deterministic)
 END_TEST
 
 /* ------------------------------------------------------------------------
- * Kept activations: the engine that keeps them for the backward
- * (GPT_CUDA_RECOMPUTE=0, the training default) and the one that recomputes
- * them (=1) give the same bits: loss and gradient of two accumulated
- * micro-batches.
+ * Engine variants that must give the same bits: the loss and gradient of
+ * `micros` accumulated micro-batches with the environment variable `var`
+ * at `v0` and at `v1` (an engine each).
  */
-START_TEST(recompute_same)
+static void env_same(const char *what, const char *var, const char *v0, const char *v1, int micros,
+                     uint64_t seed)
 {
 	ck_assert_msg(engine_cuda_available(), "no CUDA device: the GPU suite needs one");
 	struct gpt_config c;
@@ -295,38 +295,48 @@ START_TEST(recompute_same)
 	struct gpt_table t;
 	gpt_table_build(&c, &t);
 	const int T = max_T_env(1024);
-	float *w = random_weights(&c, &t, 15);
-	uint32_t *in = xmalloc(sizeof(uint32_t) * 2 * T), *tg = xmalloc(sizeof(uint32_t) * 2 * T);
-	random_tokens(&c, 2 * T, 31, in, tg);
+	float *w = random_weights(&c, &t, seed);
+	uint32_t *in = xmalloc(sizeof(uint32_t) * micros * T);
+	uint32_t *tg = xmalloc(sizeof(uint32_t) * micros * T);
+	random_tokens(&c, micros * T, seed + 16, in, tg);
 	struct gpt_err e = {0};
 	float *g[2];
-	double loss[2][2];
+	double loss[2][4];
+	ck_assert(micros <= 4);
 	for (int r = 0; r < 2; r++) {
-		setenv("GPT_CUDA_RECOMPUTE", r ? "1" : "0", 1);
+		setenv(var, r ? v1 : v0, 1);
 		struct engine *gpu = make(ENGINE_CUDA, &c, w, T);
 		g[r] = xmalloc(sizeof(float) * t.total);
 		gpu->ops->zero_grad(gpu);
-		for (int m = 0; m < 2; m++)
+		for (int m = 0; m < micros; m++)
 			ck_assert_msg(!gpu->ops->micro(gpu, in + m * T, tg + m * T, T, 3, 1, &loss[r][m], &e),
 			              "%s", e.msg);
 		ck_assert(!gpu->ops->grad_get(gpu, g[r], &e));
 		engine_free(gpu);
 	}
-	unsetenv("GPT_CUDA_RECOMPUTE");
+	unsetenv(var);
 	size_t diff = 0;
 	for (size_t i = 0; i < t.total; i++)
 		diff += memcmp(&g[0][i], &g[1][i], sizeof(float)) != 0;
-	fprintf(stderr, "gpu_engine: kept vs recomputed activations: losses %.9g %.9g / %.9g %.9g, "
-	        "%zu of %zu gradient numbers differ\n", loss[0][0], loss[0][1], loss[1][0], loss[1][1],
-	        diff, t.total);
-	ck_assert(loss[0][0] == loss[1][0] && loss[0][1] == loss[1][1]);
-	ck_assert_msg(diff == 0, "%zu gradient numbers differ between kept and recomputed", diff);
+	fprintf(stderr, "gpu_engine: %s (%s=%s / %s): last losses %.9g / %.9g, %zu of %zu gradient "
+	        "numbers differ\n", what, var, v0, v1, loss[0][micros - 1], loss[1][micros - 1], diff,
+	        t.total);
+	for (int m = 0; m < micros; m++)
+		ck_assert_msg(loss[0][m] == loss[1][m], "%s: micro-batch %d's loss differs", what, m);
+	ck_assert_msg(diff == 0, "%s: %zu gradient numbers differ", what, diff);
 	free(g[0]);
 	free(g[1]);
 	free(in);
 	free(tg);
 	free(w);
 	gpt_table_free(&t);
+}
+
+/* Kept activations (GPT_CUDA_RECOMPUTE=0, the training default) and
+ * recomputed ones (=1): the same bits. */
+START_TEST(recompute_same)
+{
+	env_same("kept vs recomputed activations", "GPT_CUDA_RECOMPUTE", "0", "1", 2, 15);
 }
 END_TEST
 
