@@ -1423,7 +1423,10 @@ struct engine *engine_cuda_create(const struct gpt_config *cfg, const float *w, 
 	/* GPT_HEAD_LEGACY=1: the head's two-pass softmax row kernel instead of
 	 * the Q path (head_loss.cuh) */
 	const char *hl_env = getenv("GPT_HEAD_LEGACY");
-	c->head = head_loss_create(c->Tmax, c->V, c->D, 0,
+	/* GPT_HEAD_CHUNK: the head's rows per chunk (its logits buffer is
+	 * rows x V bf16; head_loss.cuh's default when unset or not positive) */
+	const char *hc_env = getenv("GPT_HEAD_CHUNK");
+	c->head = head_loss_create(c->Tmax, c->V, c->D, hc_env ? atoi(hc_env) : 0,
 	                           hl_env && *hl_env && strcmp(hl_env, "0") ? HEAD_LOSS_LEGACY : 0);
 	if (!c->head) {
 		gpt_errf(e, "cannot create the GPU head for %d tokens", c->Tmax);
