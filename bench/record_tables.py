@@ -3,7 +3,7 @@
 from the JSON lines of gpt-train and tools/record_run.py (standard library only, so the
 tables can be remade anywhere from fetched logs).
 
-    python3 bench/record_tables.py train-gpu GPT.jsonl TORCH.jsonl [--skip K]
+    python3 bench/record_tables.py train-gpu GPT.jsonl TORCH.jsonl [--skip K] [--smi GPT.csv TORCH.csv]
     python3 bench/record_tables.py time-to-loss GPT.jsonl TORCH.jsonl [--reference]
     python3 bench/record_tables.py curve LOG.jsonl
     python3 bench/record_tables.py ops OPS.jsonl
@@ -18,7 +18,11 @@ tokens/s = tokens per step / median; MFU per spec 12 (tools/flops.py: 6N + atten
 with the mask-level L of the window, no document boundaries, 989.4 TFLOP/s peak).
 Peak memory: gpt-train's peak_bytes (the engine's own allocations: model, gradients,
 optimizer state, activations), PyTorch's torch.cuda.max_memory_allocated per window
-(and max_memory_reserved).
+(and max_memory_reserved). --smi: nvidia-smi samples taken while each side ran
+(timestamp, SM MHz, power W, power limit W, clock-event reasons; bench/train_gpu.sh
+writes them): for the samples drawing at least 40% of the limit (the GPU at work), the
+median SM clock and power, and how many had the software power cap (reason bit 0x4)
+or a hardware slowdown (0x8, 0x40, 0x80) holding the clock back.
 
 time-to-loss: the validation curve of each log, step by step, and the training times:
 all steps (train_time_ms: evaluations excluded), steps 10.. (spec 11: the record's
@@ -95,6 +99,47 @@ def med(xs):
     return statistics.median(xs) if xs else None
 
 
+def smi_summary(path):
+    """nvidia-smi's samples of one run, summarised over those at work; None without any."""
+    if not path or not os.path.exists(path):
+        return None
+    rows = []
+    with open(path) as f:
+        for line in f:
+            p = [x.strip() for x in line.split(",")]
+            if len(p) < 5:
+                continue
+            try:
+                mhz, w, lim = float(p[1]), float(p[2]), float(p[3])
+                why = int(p[4], 16)
+            except ValueError:
+                continue
+            rows.append((mhz, w, lim, why))
+    if not rows:
+        return None
+    busy = [r for r in rows if r[2] > 0 and r[1] >= 0.4 * r[2]]
+    out = {"samples": len(rows), "busy": len(busy), "limit": rows[-1][2]}
+    if busy:
+        out.update(mhz=med([r[0] for r in busy]), mhz_min=min(r[0] for r in busy),
+                   mhz_max=max(r[0] for r in busy), watts=med([r[1] for r in busy]),
+                   capped=sum(1 for r in busy if r[3] & 0x4) / len(busy),
+                   hw=sum(1 for r in busy if r[3] & (0x8 | 0x40 | 0x80)) / len(busy))
+    return out
+
+
+def smi_line(name, path):
+    s = smi_summary(path)
+    if s is None:
+        return None
+    if not s["busy"]:
+        return f"GPU while {name} ran: {s['samples']} samples, none at work (>= 40% of the {s['limit']:.0f} W limit)."
+    hw = f", a hardware slowdown in {100 * s['hw']:.0f}%" if s["hw"] else ""
+    return (f"GPU while {name} ran ({s['busy']} of {s['samples']} samples at work, every 100 ms): SM clock median "
+            f"{s['mhz']:.0f} MHz ({s['mhz_min']:.0f}-{s['mhz_max']:.0f}), power median {s['watts']:.0f} W of "
+            f"{s['limit']:.0f} W; power cap holding the clock in {100 * s['capped']:.0f}% of them"
+            f"{hw}.")
+
+
 def train_gpu(a):
     g = load(a.gpt)
     t = load(a.torch)
@@ -168,6 +213,10 @@ def train_gpu(a):
               f"(sha256 {str(torch_info.get('record_sha256'))[:12]}...), norm eps {torch_info.get('norm_eps')}; "
               f"first steps {', '.join(f'{x / 1e3:.1f}' for x in torch_info.get('first_steps_ms') or [])} s "
               f"(torch.compile).")
+    for name, path in zip(("gpt-train", "PyTorch"), a.smi or ()):
+        line = smi_line(name, path)
+        if line:
+            print(line)
     return 0
 
 
@@ -354,6 +403,7 @@ def main(argv=None):
     p.add_argument("gpt")
     p.add_argument("torch")
     p.add_argument("--skip", type=int, default=3)
+    p.add_argument("--smi", nargs=2, metavar=("GPT_CSV", "TORCH_CSV"))
     p = sub.add_parser("time-to-loss")
     p.add_argument("gpt")
     p.add_argument("torch")

@@ -20,7 +20,8 @@
 # tools/record-data.sh. Weights: gpt-init's record preset (seed 0).
 # WHICH=gpt or WHICH=torch runs one side only (the table shows "-" for the other).
 # RESULTS_DIR (default $OUT/train_gpu, else ./train_gpu) receives gpt.jsonl,
-# torch.jsonl, the stderr logs and table.md; SCRATCH (default
+# torch.jsonl, the stderr logs, the GPU's clock and power sampled while each
+# side ran (gpt.smi.csv, torch.smi.csv: nvidia-smi every 100 ms) and table.md; SCRATCH (default
 # /tmp/gpt-record-bench) holds the data and the weights and is reused.
 # Runs on whatever GPU CUDA_VISIBLE_DEVICES shows first. About 1 minute for
 # gpt-train and 3-5 minutes for PyTorch (mostly torch.compile) on an H200.
@@ -62,15 +63,41 @@ awk -v n="$N" -v k="$K" -v ws="$windows" 'BEGIN {
 	}
 }' >"$res/gpt.sched"
 
+# the GPU's SM clock, power and clock-event reasons every 100 ms while a side
+# runs (nvidia-smi; nothing when it is missing or cannot be queried): under its
+# power limit a GPU lowers its clock, which the table's last lines show
+gpu_id=${CUDA_VISIBLE_DEVICES:-0}
+gpu_id=${gpu_id%%,*}
+smi_pid=
+smi_start() { # FILE
+	rm -f "$1"
+	command -v nvidia-smi >/dev/null 2>&1 || return 0
+	local q=timestamp,clocks.sm,power.draw,power.limit,clocks_event_reasons.active
+	nvidia-smi -i "$gpu_id" --query-gpu=$q --format=csv,noheader,nounits >/dev/null 2>&1 ||
+		q=timestamp,clocks.sm,power.draw,power.limit,clocks_throttle_reasons.active
+	nvidia-smi -i "$gpu_id" --query-gpu=$q --format=csv,noheader,nounits -lms 100 >"$1" 2>/dev/null &
+	smi_pid=$!
+}
+smi_stop() {
+	[ -n "$smi_pid" ] && { kill "$smi_pid" 2>/dev/null; wait "$smi_pid" 2>/dev/null || true; }
+	smi_pid=
+}
+trap smi_stop EXIT
+
 if [ "$which" != torch ]; then
 	say "gpt-train --device cuda: $K steps at each window of $windows"
+	smi_start "$res/gpt.smi.csv"
 	gpt-train -w "$scratch/init.safetensors" --train "$scratch/data/train_*.bin.zst" --device cuda \
 		-s "$res/gpt.sched" >"$res/gpt.jsonl" 2>"$res/gpt.stderr" || { tail -5 "$res/gpt.stderr" >&2; exit 1; }
+	smi_stop
 fi
 if [ "$which" != gpt ]; then
 	say "the record's PyTorch code: $K steps at each window of $windows (torch.compile first)"
+	smi_start "$res/torch.smi.csv"
 	python3 tools/record_run.py --mode steps --train-bin "$scratch/data/train_*.bin" --steps "$N" \
 		--fixed-window "$(echo $windows | tr ' ' ,)" --val-tokens 0 --skip "$skip" \
 		--init-weights "$scratch/init.safetensors" >"$res/torch.jsonl" 2> >(tee "$res/torch.stderr" >&2)
+	smi_stop
 fi
-python3 bench/record_tables.py train-gpu "$res/gpt.jsonl" "$res/torch.jsonl" --skip "$skip" | tee "$res/table.md"
+python3 bench/record_tables.py train-gpu "$res/gpt.jsonl" "$res/torch.jsonl" --skip "$skip" \
+	--smi "$res/gpt.smi.csv" "$res/torch.smi.csv" | tee "$res/table.md"

@@ -235,6 +235,23 @@ t_stdout_has '^\| 7 \| 811.6M \| 1007.0 \| 2007.0 \| 0.502 \| 520,643 \| 261,230
 t_stdout_has 'W=14: data 1.0, fwd\+bwd 900.0, optim 64.0'
 t_run "table train-gpu, one side" 0 python3 "$TOP/bench/record_tables.py" train-gpu g.jsonl none.jsonl
 t_stdout_has '^\| 1 \| 733.8M \| 1001.0 \| - \| - \|'
+# nvidia-smi's samples (train_gpu.sh: timestamp, SM MHz, W, limit W, reasons):
+# idle ones (under 40% of the limit) left out, a bad line skipped
+cat >g.smi.csv <<'EOF'
+2026/11/29 10:17:20.099, 345, 79.65, 700.00, 0x0000000000000001
+2026/11/29 10:17:20.199, 1560, 691.2, 700.00, 0x0000000000000004
+2026/11/29 10:17:20.299, 1410, 698.0, 700.00, 0x0000000000000004
+2026/11/29 10:17:20.399, 1980, 420.0, 700.00, 0x0000000000000000
+2026/11/29 10:17:20.499, [N/A], [N/A], 700.00, [N/A]
+EOF
+printf '2026/11/29 10:18:00.000, 1700, 650.0, 700.00, 0x0000000000000008\n' >t.smi.csv
+t_run "table train-gpu, GPU samples" 0 python3 "$TOP/bench/record_tables.py" train-gpu g.jsonl t.jsonl \
+	--smi g.smi.csv t.smi.csv
+t_stdout_has '^GPU while gpt-train ran \(3 of 4 samples at work, every 100 ms\): SM clock median 1560 MHz \(1410-1980\), power median 691 W of 700 W; power cap holding the clock in 67% of them\.$'
+t_stdout_has '^GPU while PyTorch ran .*SM clock median 1700 MHz.*in 0% of them, a hardware slowdown in 100%\.$'
+t_run "table train-gpu, no GPU samples" 0 python3 "$TOP/bench/record_tables.py" train-gpu g.jsonl t.jsonl \
+	--smi none.csv none.csv
+t_true "table train-gpu, no GPU samples: no GPU line" sh -c "! grep -q '^GPU while' '$OUT'"
 t_run "table time-to-loss" 0 "$TOP/bench/time-to-loss.sh" --table .
 t_run "table time-to-loss, logs" 0 python3 "$TOP/bench/record_tables.py" time-to-loss c.jsonl c.jsonl --reference
 t_stdout_has '^\| 300 \| 4.3000 \| 4.3000 \| 3.5532 \| \+0.0000 \|$'
