@@ -8,6 +8,7 @@ tables can be remade anywhere from fetched logs).
     python3 bench/record_tables.py curve LOG.jsonl
     python3 bench/record_tables.py ops OPS.jsonl
     python3 bench/record_tables.py gpus GPT.jsonl TORCH.jsonl --gpus G [--one-gpu DIR] [--skip K]
+    python3 bench/record_tables.py kernels NCU.csv [--start REGEX] [--micro N]
 
 Either log may be missing (its columns then read "-").
 
@@ -43,8 +44,17 @@ for PyTorch); the validation curves side by side; peak memory per GPU (gpt-train
 end record; PyTorch's max_memory_allocated of each rank, the largest shown). With
 --one-gpu DIR (bench/train_gpu.sh's results: gpt.jsonl, torch.jsonl with the windows
 held) the one-GPU medians per window and the scaling efficiency t1 / (G x tG).
+
+kernels (bench/step_kernels.sh): Nsight Compute's CSV (--csv, metrics gpu__time_duration,
+dram__bytes_read, dram__bytes_write) of a training step; the launches from the first
+kernel whose name matches --start (default rmsnorm_fwd_kernel, the first of each of
+gpt-train's micro-batches) up to the next such launch, summed per kernel name (template
+arguments kept, parameters dropped): launches, median us per launch, ms per micro-batch
+and per step of --micro micro-batches (default 8), share of the micro-batch, DRAM TB/s.
 """
 import argparse
+import csv
+import re
 import json
 import os
 import statistics
@@ -396,6 +406,73 @@ def gpus(a):
     return 0
 
 
+UNITS = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3,
+         "byte": 1.0, "B": 1.0, "Kbyte": 1e3, "KB": 1e3, "Mbyte": 1e6, "MB": 1e6, "Gbyte": 1e9, "GB": 1e9}
+
+
+def ncu_launches(path):
+    """[(name, us, dram bytes)] in launch order from ncu's CSV (other lines skipped)."""
+    with open(path, newline="") as f:
+        lines = [ln for ln in f if ln.startswith('"')]
+    by_id = {}
+    for r in csv.DictReader(lines):
+        try:
+            i = int(r["ID"])
+            v = float(r["Metric Value"].replace(",", "")) * UNITS[r["Metric Unit"]]
+        except (KeyError, ValueError):
+            continue
+        d = by_id.setdefault(i, {"name": r["Kernel Name"], "us": 0.0, "bytes": 0.0})
+        m = r["Metric Name"]
+        if m.startswith("gpu__time_duration"):
+            d["us"] = v
+        elif m.startswith("dram__bytes"):
+            d["bytes"] += v
+    return [(d["name"], d["us"], d["bytes"]) for _, d in sorted(by_id.items())]
+
+
+def kernel_name(full):
+    n = re.sub(r"^void ", "", full)
+    n = re.sub(r"<cub::.*", "<cub...>", n)
+    depth, out = 0, []
+    for ch in n:  # drop the parameter list, keep template arguments
+        if ch == "(" and depth == 0 and out:
+            break
+        depth += ch == "<"
+        depth -= ch == ">"
+        out.append(ch)
+    return "".join(out).strip()
+
+
+def kernels(a):
+    try:
+        ls = ncu_launches(a.csv)
+    except OSError as e:
+        print(f"record_tables.py: {a.csv}: {e.strerror}", file=sys.stderr)
+        return 1
+    start = re.compile(a.start)
+    marks = [i for i, (n, _, _) in enumerate(ls) if start.search(n)]
+    if len(marks) < 2:
+        print(f"record_tables.py: {a.csv}: {len(ls)} launches, {len(marks)} matching {a.start!r}: no whole "
+              f"micro-batch (capture more launches)", file=sys.stderr)
+        return 1
+    mb = ls[marks[0]:marks[1]]
+    agg = {}
+    for n, us, by in mb:
+        k = agg.setdefault(kernel_name(n), [[], 0.0])
+        k[0].append(us)
+        k[1] += by
+    total = sum(us for _, us, _ in mb)
+    print(f"{len(mb)} launches in one micro-batch (launches {marks[0]}..{marks[1] - 1} of {len(ls)}), "
+          f"each timed alone: {total / 1e3:.2f} ms, x {a.micro} = {a.micro * total / 1e3:.1f} ms per step.\n")
+    print("| kernel | launches | us each (median) | ms per micro-batch | ms per step | share | DRAM TB/s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, (us, by) in sorted(agg.items(), key=lambda x: -sum(x[1][0])):
+        t = sum(us)
+        print(f"| `{name}` | {len(us)} | {med(us):.1f} | {t / 1e3:.3f} | {a.micro * t / 1e3:.1f} | "
+              f"{100 * t / total:.1f}% | {by / (t * 1e-6) / 1e12 if t else 0:.2f} |")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -418,7 +495,13 @@ def main(argv=None):
     p.add_argument("--gpus", type=int, required=True)
     p.add_argument("--one-gpu", metavar="DIR")
     p.add_argument("--skip", type=int, default=10)
+    p = sub.add_parser("kernels")
+    p.add_argument("csv")
+    p.add_argument("--start", default="rmsnorm_fwd_kernel")
+    p.add_argument("--micro", type=int, default=8)
     a = ap.parse_args(argv)
+    if a.what == "kernels":
+        return kernels(a)
     if a.what == "gpus":
         if a.gpus < 1:
             ap.error("--gpus must be >= 1")

@@ -7,7 +7,7 @@ cd "$T" || exit 1
 
 # ---- syntax ---------------------------------------------------------------
 for f in tools/record-fetch.sh tools/record-data.sh tools/record-parity.sh bench/train_gpu.sh \
-	bench/time-to-loss.sh bench/record_ops.sh bench/speedrun-gpus.sh pipelines/speedrun-short.sh; do
+	bench/step_kernels.sh bench/time-to-loss.sh bench/record_ops.sh bench/speedrun-gpus.sh pipelines/speedrun-short.sh; do
 	t_true "bash -n $f" bash -n "$TOP/$f"
 done
 for f in tools/record_run.py tools/flops.py tools/compare_grads.py bench/record_tables.py; do
@@ -252,6 +252,30 @@ t_stdout_has '^GPU while PyTorch ran .*SM clock median 1700 MHz.*in 0% of them, 
 t_run "table train-gpu, no GPU samples" 0 python3 "$TOP/bench/record_tables.py" train-gpu g.jsonl t.jsonl \
 	--smi none.csv none.csv
 t_true "table train-gpu, no GPU samples: no GPU line" sh -c "! grep -q '^GPU while' '$OUT'"
+# Nsight Compute's CSV (bench/step_kernels.sh): one micro-batch from the first
+# rmsnorm_fwd_kernel launch to the next, per kernel name, mixed units
+python3 - <<'EOF'
+rows = [(0, "k_init(float *)", 5000, "ns", 1000, "byte"),
+        (1, "void rmsnorm_fwd_kernel<3>(unsigned short *, int)", 20, "us", 100, "Mbyte"),
+        (2, "void foo<1, (int)2>(float *, int)", 0.1, "ms", 0.2, "Gbyte"),
+        (3, "void foo<1, (int)2>(float *, int)", 300000, "ns", 600, "MB"),
+        (4, "nvjet_sm90_tst_128x160(int)", 80, "usecond", 0, "byte"),
+        (5, "void rmsnorm_fwd_kernel<3>(unsigned short *, int)", 20, "us", 100, "Mbyte")]
+with open("ncu.csv", "w") as f:
+    f.write("==PROF== Connected to process 1 (gpt-train)\n")
+    f.write('"ID","Process ID","Kernel Name","Metric Name","Metric Unit","Metric Value"\n')
+    for i, n, t, tu, b, bu in rows:
+        f.write(f'"{i}","1","{n}","dram__bytes_read.sum","{bu}","{b:,}"\n')
+        f.write(f'"{i}","1","{n}","dram__bytes_write.sum","byte","0"\n')
+        f.write(f'"{i}","1","{n}","gpu__time_duration.sum","{tu}","{t:,}"\n')
+EOF
+t_run "table kernels" 0 python3 "$TOP/bench/record_tables.py" kernels ncu.csv --micro 2
+t_stdout_has '^4 launches in one micro-batch \(launches 1..4 of 6\), each timed alone: 0.50 ms, x 2 = 1.0 ms per step\.$'
+t_stdout_has '^\| `foo<1, \(int\)2>` \| 2 \| 200.0 \| 0.400 \| 0.8 \| 80.0% \| 2.00 \|$'
+t_stdout_has '^\| `rmsnorm_fwd_kernel<3>` \| 1 \| 20.0 \| 0.020 \| 0.0 \| 4.0% \| 5.00 \|$'
+t_run "table kernels: no whole micro-batch" 1 python3 "$TOP/bench/record_tables.py" kernels ncu.csv --start foo2
+t_stderr_has "0 matching 'foo2': no whole micro-batch"
+t_run "table kernels: no file" 1 python3 "$TOP/bench/record_tables.py" kernels none.csv
 t_run "table time-to-loss" 0 "$TOP/bench/time-to-loss.sh" --table .
 t_run "table time-to-loss, logs" 0 python3 "$TOP/bench/record_tables.py" time-to-loss c.jsonl c.jsonl --reference
 t_stdout_has '^\| 300 \| 4.3000 \| 4.3000 \| 3.5532 \| \+0.0000 \|$'
