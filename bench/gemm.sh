@@ -7,7 +7,10 @@
 # 65,536 tokens; q/k/v/o, MLP fc and proj, the head in chunks; forward, dx
 # and dW), ms per product and TFLOP/s at the heuristic's rank 0 (what
 # gpt-train runs) and at the best of ranks 0..GPT_BENCH_RANKS-1 (default
-# 8), and the ms per step (8 micro-batches). A markdown table. Without a
+# 8), and the ms per step (8 micro-batches). A markdown table. With
+# GPT_BENCH_SUSTAIN=S in the environment, a second table: each product the
+# engine runs, S seconds back to back and then timed for S more: the GPU at
+# its power limit, as in training (about 30 S seconds more). Without a
 # CUDA build or device it says so and exits 0.
 set -eu
 B=${1:-build}

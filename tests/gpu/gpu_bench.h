@@ -6,7 +6,12 @@
  *   gpu_median_ms           benchmark timing: the median over reps samples,
  *                           each per calls of run(arg) between two events
  *                           on the default stream, in ms per call, after
- *                           warm untimed samples.
+ *                           warm untimed samples;
+ *   gpu_sustained_ms        the same run(arg) back to back for `seconds`,
+ *                           then timed for as long again: ms per call
+ *                           with the GPU at the clock its power limit
+ *                           allows under that load (a GPU's boost clock
+ *                           only lasts until its power limit is reached).
  *
  * Header-only (static inline: a program takes what it uses); include after
  * <cuda_runtime.h> and cuda_check.h.
@@ -15,6 +20,7 @@
 #define GPT_GPU_BENCH_H
 
 #include <stdlib.h>
+#include <time.h>
 
 static inline int cmp_float(const void *a, const void *b)
 {
@@ -45,6 +51,55 @@ static inline double gpu_median_ms(void (*run)(void *arg), void *arg, int warm, 
 	CUDA_CHECK(cudaEventDestroy(e0));
 	CUDA_CHECK(cudaEventDestroy(e1));
 	return med;
+}
+
+/* Wall-clock seconds (CLOCK_MONOTONIC). */
+static inline double gpu_bench_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Batches of 10 calls, two in flight (the host never lets the GPU idle):
+ * `seconds` untimed, then as long timed between the first and the last
+ * batch's events. */
+static inline double gpu_sustained_ms(void (*run)(void *arg), void *arg, double seconds)
+{
+	cudaEvent_t ev[2], e0;
+	CUDA_CHECK(cudaEventCreate(&ev[0]));
+	CUDA_CHECK(cudaEventCreate(&ev[1]));
+	CUDA_CHECK(cudaEventCreate(&e0));
+	double t0 = gpu_bench_now(), tt = 0.0;
+	long calls = 0;
+	int timing = 0;
+	for (int k = 0;; k++) {
+		for (int i = 0; i < 10; i++)
+			run(arg);
+		CUDA_CHECK(cudaEventRecord(ev[k & 1], 0));
+		if (timing)
+			calls += 10;
+		if (k > 0)
+			CUDA_CHECK(cudaEventSynchronize(ev[(k - 1) & 1]));
+		double t = gpu_bench_now() - t0;
+		if (!timing && t >= seconds) {
+			CUDA_CHECK(cudaEventRecord(e0, 0)); /* after the batch just queued */
+			timing = 1;
+			tt = t;
+		} else if (timing && t - tt >= seconds && calls > 0) {
+			CUDA_CHECK(cudaEventSynchronize(ev[k & 1]));
+			break;
+		}
+	}
+	float ms;
+	CUDA_CHECK(cudaEventElapsedTime(&ms, e0, ev[0]));
+	float ms1;
+	CUDA_CHECK(cudaEventElapsedTime(&ms1, e0, ev[1]));
+	ms = ms > ms1 ? ms : ms1; /* the later of the two: the last batch */
+	CUDA_CHECK(cudaEventDestroy(ev[0]));
+	CUDA_CHECK(cudaEventDestroy(ev[1]));
+	CUDA_CHECK(cudaEventDestroy(e0));
+	return (double)ms / (double)calls;
 }
 
 #endif

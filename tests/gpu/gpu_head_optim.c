@@ -2015,7 +2015,10 @@ END_TEST
  * algorithms (gemm_set_rank). "fused qkv" (the q, k and v products as
  * one) and "head x2 rows" (chunks of twice the rows) are not what the
  * engine runs (per step "-"). Each time: 10 products back
- * to back between two events (the clocks of a sustained load), median of 5.
+ * to back between two events, median of 5. GPT_BENCH_SUSTAIN=S (seconds)
+ * adds a second table: the tuned choice of each product the engine runs,
+ * back to back for S seconds and then timed for S more (gpu_sustained_ms),
+ * as the products run in training, with the GPU at its power limit.
  */
 struct bench_prod {
 	const char *name;
@@ -2139,6 +2142,32 @@ START_TEST(gemm_bench)
 	printf("record step's products: %.1f ms at rank 0, %.1f ms with the best rank of each, %.1f ms "
 	       "tuned\n",
 	       tot0, totb, tott);
+	const char *ss = getenv("GPT_BENCH_SUSTAIN");
+	double sustain = ss ? atof(ss) : 0.0;
+	ck_assert_msg(sustain >= 0.0 && sustain <= 60.0, "GPT_BENCH_SUSTAIN=%s: 0..60 seconds", ss);
+	if (sustain > 0.0) {
+		printf("\ngemm bench, sustained: the tuned choice of each product, %.1f s back to back, then "
+		       "timed over %.1f s more\n",
+		       sustain, sustain);
+		printf("| product | form | per step | burst ms | sustained ms | TFLOP/s | ms/step |\n");
+		printf("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
+		double tots = 0, totq = 0;
+		for (int i = 0; i < np; i++) {
+			const struct bench_prod *b = &prods[i];
+			int per = 8 * b->per_micro;
+			if (!per)
+				continue;
+			double fl = 2.0 * b->T * (double)b->N * b->K;
+			struct bench_call c = {g, b, A, B, C};
+			double tq = bench_time(g, b, A, B, C);
+			double ts = gpu_sustained_ms(bench_call_run, &c, sustain);
+			printf("| %s | %s | %d | %.3f | %.3f | %.0f | %.1f |\n", b->name, form_name[b->form],
+			       per, tq, ts, fl / ts * 1e-9, ts * per);
+			fflush(stdout);
+			tots += ts * per, totq += tq * per;
+		}
+		printf("record step's products, sustained: %.1f ms (%.1f ms in bursts of 10)\n", tots, totq);
+	}
 	gemm_destroy(g);
 	CUDA_CHECK(cudaFree(A));
 	CUDA_CHECK(cudaFree(B));
