@@ -146,9 +146,13 @@ check-gpu: all $(GPU_TESTS)
 	@if [ "$(USE_CUDA)" != 1 ]; then echo "check-gpu: no CUDA build (nvcc not found)" >&2; exit 2; fi
 	@tests/run-all.sh $(B) gpu
 
-## bench: print the benchmark tables (see bench/)
+## bench: print this machine's benchmark tables: tokenizer, CPU model, GPU products and attention
+## (the GPU ones say "skipped" without a device; the runs beside the record's PyTorch code,
+## bench/train_gpu.sh, time-to-loss.sh, record_ops.sh, speedrun-gpus.sh, and the per-kernel
+## profile bench/step_kernels.sh, take a GPU, minutes and their own options: see bench/RESULTS.md)
+BENCHES = bench/tokshard.sh bench/model_cpu.sh bench/gemm.sh bench/attention.sh
 bench: all
-	@for b in bench/*.sh; do [ -x "$$b" ] && "$$b" $(B) || exit 1; done
+	@for b in $(BENCHES); do "$$b" $(B) || exit 1; done
 
 ## install: install programs and man pages under $(DESTDIR)$(PREFIX)
 install: all

@@ -2,7 +2,7 @@
 # tokshard.sh - tokenizer speed: gpt-tokshard on 1 thread and on all
 # threads, beside js-tiktoken and Python tiktoken when they are installed.
 #
-#   bench/tokshard.sh [BUILD_DIR [TEXT]]
+#   bench/tokshard.sh [BUILD_DIR [TEXT]]      (make bench runs it)
 #
 # TEXT (plain or .zst; documents separated by <|endoftext|>) defaults to the
 # Gutenberg train shard 00 (38.6 MB) from ../shared/data; it is decompressed
