@@ -279,6 +279,9 @@ t_run "table kernels: no file" 1 python3 "$TOP/bench/record_tables.py" kernels n
 t_run "table time-to-loss" 0 "$TOP/bench/time-to-loss.sh" --table .
 t_run "table time-to-loss, logs" 0 python3 "$TOP/bench/record_tables.py" time-to-loss c.jsonl c.jsonl --reference
 t_stdout_has '^\| 300 \| 4.3000 \| 4.3000 \| 3.5532 \| \+0.0000 \|$'
+t_stdout_has '^\| PyTorch reference .* \| 300 \| - \| 312.9 \(the record.s clock, as reported\) \|'
+t_stdout_has '^gpt-train / PyTorch, training time from step 10: 1.000$'
+t_stdout_has '^gpt-train / the reference, training time from step 10: 0.927$'
 t_stdout_has '^\| gpt-train \| 300 \| 300.0 \| 290.0 \| 1000.0 \| 1.0, 1.0, 1.0 \|$'
 t_run "table curve" 0 python3 "$TOP/bench/record_tables.py" curve c.jsonl
 t_stdout_has '^\| 250 \| 4.2500 \| 250.0 \|$'
