@@ -5,7 +5,8 @@
 #   bench/tokshard.sh [BUILD_DIR [TEXT]]      (make bench runs it)
 #
 # TEXT (plain or .zst; documents separated by <|endoftext|>) defaults to the
-# Gutenberg train shard 00 (38.6 MB) from ../shared/data; it is decompressed
+# Gutenberg train shard 00 (38.6 MB) from ../shared/data (GPT_SHARED_DATA),
+# else data/sample/train.txt.zst (the books that ship, 1.9 MB); it is decompressed
 # first, so every tokenizer reads the same plain text. Each row is the best
 # of BENCH_REPEAT runs (default 3); MB/s counts the documents' bytes.
 #   js-tiktoken:  used when node finds it (NODE_PATH), e.g.
@@ -19,6 +20,8 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 B=${1:-$top/build}
 text=${2:-${GPT_SHARED_DATA:-$top/../shared/data}/gutenberg_en_train_00.txt.zst}
+# without the shared corpus: the books that ship in data/sample
+[ $# -ge 2 ] || [ -r "$text" ] || text=$top/data/sample/train.txt.zst
 rep=${BENCH_REPEAT:-3}
 P=$B/bin/gpt-tokshard
 if [ ! -x "$P" ]; then echo "tokshard.sh: $P not built (make)" >&2; exit 1; fi
