@@ -36,16 +36,10 @@ case "$windows $launches" in *[!0-9\ ]*) echo "step_kernels.sh: WINDOWS and LAUN
 ncu=${NCU:-$(command -v ncu || echo /usr/local/cuda/bin/ncu)}
 [ -x "$ncu" ] || { echo "step_kernels.sh: Nsight Compute (ncu) not found: set NCU" >&2; exit 1; }
 scratch=${SCRATCH:-/tmp/gpt-record-bench}
-text=${TEXT:-}
-if [ -z "$text" ]; then
-	for f in .carry/gutenberg_en_train_00.txt.zst ../shared/data/gutenberg_en_train_00.txt.zst data/sample/train.txt.zst; do
-		[ -r "$f" ] && { text=$f; break; }
-	done
-fi
-mkdir -p "$res" "$scratch"
+mkdir -p "$res"
 res=$(cd "$res" && pwd)
-tools/record-data.sh -B "$B" "$scratch/data" $text
-[ -s "$scratch/init.safetensors" ] || gpt-init -q --preset record-2025-01-04 -o "$scratch/init.safetensors"
+. bench/inputs.sh
+record_inputs "$B" "$scratch"
 for w in $windows; do
 	ck=$scratch/ckpt-w$w
 	rm -rf "$ck"

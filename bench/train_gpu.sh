@@ -38,16 +38,10 @@ K=${STEPS:-10} skip=${SKIP:-3} which=${WHICH:-both}
 case $which in both | gpt | torch) ;; *) echo "train_gpu.sh: WHICH is both, gpt or torch" >&2; exit 2 ;; esac
 case "$K $skip $windows" in *[!0-9\ ]*) echo "train_gpu.sh: STEPS, SKIP and WINDOWS are integers" >&2; exit 2 ;; esac
 say() { echo "train_gpu: $*" >&2; }
-text=${TEXT:-}
-if [ -z "$text" ]; then
-	for f in .carry/gutenberg_en_train_00.txt.zst ../shared/data/gutenberg_en_train_00.txt.zst data/sample/train.txt.zst; do
-		[ -r "$f" ] && { text=$f; break; }
-	done
-fi
-mkdir -p "$res" "$scratch"
+mkdir -p "$res"
 res=$(cd "$res" && pwd)
-tools/record-data.sh -B "$B" "$scratch/data" $text
-[ -s "$scratch/init.safetensors" ] || gpt-init -q --preset record-2025-01-04 -o "$scratch/init.safetensors"
+. bench/inputs.sh
+record_inputs "$B" "$scratch"
 nw=$(echo $windows | wc -w)
 N=$((K * nw))
 

@@ -7,7 +7,7 @@ cd "$T" || exit 1
 
 # ---- syntax ---------------------------------------------------------------
 for f in tools/record-fetch.sh tools/record-data.sh tools/record-parity.sh bench/train_gpu.sh \
-	bench/step_kernels.sh bench/time-to-loss.sh bench/record_ops.sh bench/speedrun-gpus.sh pipelines/speedrun-short.sh; do
+	bench/inputs.sh bench/step_kernels.sh bench/time-to-loss.sh bench/record_ops.sh bench/speedrun-gpus.sh pipelines/speedrun-short.sh; do
 	t_true "bash -n $f" bash -n "$TOP/$f"
 done
 for f in tools/record_run.py tools/flops.py tools/compare_grads.py bench/record_tables.py; do
