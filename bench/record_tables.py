@@ -56,9 +56,9 @@ and per step of --micro micro-batches (default 8), share of the micro-batch, DRA
 """
 import argparse
 import csv
-import re
 import json
 import os
+import re
 import statistics
 import sys
 
