@@ -52,7 +52,8 @@ for w in $windows; do
 	"$ncu" --clock-control none --cache-control none --launch-count "$launches" --csv \
 		--metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
 		--log-file "$res/ncu-$w.csv" gpt-train -q --resume "$(ls "$ck"/*.safetensors | tail -1)" \
-		--train "$scratch/data/train_*.bin.zst" --device cuda -s "$scratch/sched-b" >/dev/null
+		--train "$scratch/data/train_*.bin.zst" --device cuda -s "$scratch/sched-b" >/dev/null ||
+		{ rm -f "$res/ncu-$w.csv"; echo "step_kernels.sh: W=$w: the profiled step failed" >&2; exit 1; }
 	rm -rf "$ck"
 	{ echo "W = $w"; echo; python3 bench/record_tables.py kernels "$res/ncu-$w.csv"; } | tee "$res/table-$w.md"
 done
