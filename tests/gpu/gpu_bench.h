@@ -72,8 +72,8 @@ static inline double gpu_sustained_ms(void (*run)(void *arg), void *arg, double 
 	CUDA_CHECK(cudaEventCreate(&e0));
 	double t0 = gpu_bench_now(), tt = 0.0;
 	long calls = 0;
-	int timing = 0;
-	for (int k = 0;; k++) {
+	int timing = 0, k = 0;
+	for (;; k++) {
 		for (int i = 0; i < 10; i++)
 			run(arg);
 		CUDA_CHECK(cudaEventRecord(ev[k & 1], 0));
@@ -86,16 +86,13 @@ static inline double gpu_sustained_ms(void (*run)(void *arg), void *arg, double 
 			CUDA_CHECK(cudaEventRecord(e0, 0)); /* after the batch just queued */
 			timing = 1;
 			tt = t;
-		} else if (timing && t - tt >= seconds && calls > 0) {
-			CUDA_CHECK(cudaEventSynchronize(ev[k & 1]));
+		} else if (timing && t - tt >= seconds) {
 			break;
 		}
 	}
+	CUDA_CHECK(cudaEventSynchronize(ev[k & 1])); /* the last batch */
 	float ms;
-	CUDA_CHECK(cudaEventElapsedTime(&ms, e0, ev[0]));
-	float ms1;
-	CUDA_CHECK(cudaEventElapsedTime(&ms1, e0, ev[1]));
-	ms = ms > ms1 ? ms : ms1; /* the later of the two: the last batch */
+	CUDA_CHECK(cudaEventElapsedTime(&ms, e0, ev[k & 1]));
 	CUDA_CHECK(cudaEventDestroy(ev[0]));
 	CUDA_CHECK(cudaEventDestroy(ev[1]));
 	CUDA_CHECK(cudaEventDestroy(e0));
