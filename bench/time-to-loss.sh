@@ -13,7 +13,10 @@
 # runs go in parallel, gpt-* on the first and PyTorch on the second; with one,
 # one after the other, which takes longer than 10 minutes: then run WHICH=gpt and
 # WHICH=torch as two calls (same RESULTS_DIR, or put gpt.jsonl and torch.jsonl of
-# both in one directory and use --table).
+# both in one directory and use --table). Where only the working tree survives
+# between the calls, put SCRATCH and RESULTS_DIR in it (build/ttl, build/ttlres:
+# RESULTS.md, session 11), so that the second call reuses the first's tokens and
+# weights.
 # Environment: STEPS [300], EVAL_EVERY [50], VAL_TOKENS [1179648], TRAIN_TEXT,
 # VAL_TEXT (as pipelines/speedrun-short.sh: .carry/ Gutenberg files first),
 # INIT (weights; default gpt-init's record preset), WHICH [both | gpt | torch],
