@@ -276,11 +276,13 @@ def time_to_loss(a):
     # the record's clock starts at step 10: compare on that footing
     g10 = gi.get("from10_s") if gi else None
     t10 = (ti.get("record_clock_s") or ti.get("from10_s")) if ti else None
+    ratios = []
     if g10 and t10:
-        print(f"\ngpt-train / PyTorch, training time from step 10: {g10 / t10:.3f}")
+        ratios.append(f"gpt-train / PyTorch, training time from step 10: {g10 / t10:.3f}")
     if g10 and ref:
-        print(f"{'' if g10 and t10 else chr(10)}gpt-train / the reference, training time from step 10: "
-              f"{g10 / ref['train_s']:.3f}")
+        ratios.append(f"gpt-train / the reference, training time from step 10: {g10 / ref['train_s']:.3f}")
+    if ratios:
+        print("\n" + "\n".join(ratios))
     return 0
 
 
